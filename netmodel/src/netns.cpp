@@ -1,0 +1,277 @@
+#include "flatnet/netmodel/netns.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/nsfs.h>
+#include <sched.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <thread>
+
+#include "flatnet/netmodel/error.hpp"
+#include "flatnet/netmodel/netlink.hpp"
+
+namespace flatnet::netmodel {
+namespace {
+
+constexpr const char* kThreadNetns = "/proc/thread-self/ns/net";
+
+std::string quote(const std::filesystem::path& path) {
+  return "\"" + path.string() + "\"";
+}
+
+struct stat stat_or_throw(const std::filesystem::path& path, const std::string& operation) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    throw_errno(errno, operation);
+  return st;
+}
+
+// Closes a descriptor on scope exit.
+struct FdCloser {
+  int fd;
+  ~FdCloser() {
+    if (fd >= 0)
+      ::close(fd);
+  }
+};
+
+// /run/netns must be a shared mount point so that the bind mounts made under it propagate to
+// mount namespaces created later (iproute2 ip/ipnetns.c, netns_add, does the same). Taken under
+// an flock on the directory so that concurrent creators do not stack bind mounts.
+void prepare_run_dir() {
+  const std::string dir(NetNs::kRunDir);
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    throw_errno(errno, "create directory " + quote(dir));
+  }
+  const int lock = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (lock < 0)
+    throw_errno(errno, "open directory " + quote(dir));
+  FdCloser closer{lock};
+  if (::flock(lock, LOCK_EX) != 0)
+    throw_errno(errno, "lock directory " + quote(dir));
+  if (::mount("", dir.c_str(), "none", MS_SHARED | MS_REC, nullptr) == 0)
+    return;
+  if (errno != EINVAL)
+    throw_errno(errno, "make " + quote(dir) + " a shared mount");
+  // Not a mount point yet: bind it onto itself first.
+  if (::mount(dir.c_str(), dir.c_str(), "none", MS_BIND | MS_REC, nullptr) != 0) {
+    throw_errno(errno, "bind-mount " + quote(dir) + " onto itself");
+  }
+  if (::mount("", dir.c_str(), "none", MS_SHARED | MS_REC, nullptr) != 0) {
+    throw_errno(errno, "make " + quote(dir) + " a shared mount");
+  }
+}
+
+bool is_netns_fd(int fd) {
+  const int type = ::ioctl(fd, NS_GET_NSTYPE);
+  if (type >= 0)
+    return type == CLONE_NEWNET;
+  // Kernels before 4.11 lack NS_GET_NSTYPE: accept any nsfs file.
+  struct statfs fs {};
+  return errno == ENOTTY ? false : (::fstatfs(fd, &fs) == 0 && fs.f_type == NSFS_MAGIC);
+}
+
+}  // namespace
+
+NetNs::NetNs(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
+
+NetNs::NetNs(NetNs&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)) {}
+
+NetNs& NetNs::operator=(NetNs&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0)
+      ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+NetNs::~NetNs() {
+  if (fd_ >= 0)
+    ::close(fd_);
+}
+
+NetNs NetNs::open(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    throw_errno(errno, "open netns " + quote(path));
+  if (!is_netns_fd(fd)) {
+    ::close(fd);
+    throw_errno(EINVAL, "open netns " + quote(path) +
+                            " (not a network namespace; a stale name left by a crash?)");
+  }
+  return NetNs(fd, path);
+}
+
+NetNs NetNs::open_named(std::string_view name) {
+  validate_name(name);
+  return open(path_of(name));
+}
+
+NetNs NetNs::current() {
+  return open(kThreadNetns);
+}
+
+std::filesystem::path NetNs::path_of(std::string_view name) {
+  return std::filesystem::path(kRunDir) / std::string(name);
+}
+
+void NetNs::validate_name(std::string_view name) {
+  const bool ok_chars = std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
+  });
+  if (name.empty() || name.size() > 255 || !ok_chars || name == "." || name == "..") {
+    throw std::invalid_argument("invalid netns name \"" + std::string(name) +
+                                "\": use 1-255 characters of A-Z a-z 0-9 _ . -");
+  }
+}
+
+NetNs NetNs::create(std::string_view name, bool loopback_up) {
+  validate_name(name);
+  prepare_run_dir();
+  const std::filesystem::path path = path_of(name);
+  const std::string operation = "create netns " + quote(path);
+  const int placeholder = ::open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
+  if (placeholder < 0)
+    throw_errno(errno, operation);
+  ::close(placeholder);
+
+  // unshare() moves only the calling thread; do it on a thread of its own that ends right after
+  // the bind mount, so no thread of the caller ever changes namespace.
+  int err = 0;
+  std::string step;
+  std::thread([&] {
+    if (::unshare(CLONE_NEWNET) != 0) {
+      err = errno;
+      step = "unshare";
+      return;
+    }
+    if (::mount(kThreadNetns, path.c_str(), "none", MS_BIND, nullptr) != 0) {
+      err = errno;
+      step = "bind mount";
+    }
+  }).join();
+  if (err != 0) {
+    ::unlink(path.c_str());
+    throw_errno(err, operation + " (" + step + ")");
+  }
+  try {
+    NetNs ns = open(path);
+    if (loopback_up) {
+      Netlink netlink = Netlink::open(ns);
+      netlink.set_up(netlink.link("lo").index);
+    }
+    return ns;
+  } catch (...) {
+    remove(name);
+    throw;
+  }
+}
+
+bool NetNs::remove(std::string_view name) {
+  validate_name(name);
+  const std::filesystem::path path = path_of(name);
+  // EINVAL: not mounted (a placeholder left by a crash); ENOENT: already gone.
+  if (::umount2(path.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
+    throw_errno(errno, "unmount netns " + quote(path));
+  }
+  if (::unlink(path.c_str()) != 0) {
+    if (errno == ENOENT)
+      return false;
+    throw_errno(errno, "remove netns " + quote(path));
+  }
+  return true;
+}
+
+std::vector<std::string> NetNs::list_named() {
+  std::vector<std::string> names;
+  DIR* dir = ::opendir(std::string(kRunDir).c_str());
+  if (dir == nullptr) {
+    if (errno == ENOENT)
+      return names;
+    throw_errno(errno, "list " + quote(std::string(kRunDir)));
+  }
+  while (const dirent* entry = ::readdir(dir)) {
+    const std::string_view n = entry->d_name;
+    if (n != "." && n != "..")
+      names.emplace_back(n);
+  }
+  ::closedir(dir);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+NetNs NetNs::dup() const {
+  const int fd = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0)
+    throw_errno(errno, "duplicate netns handle " + quote(path_));
+  return NetNs(fd, path_);
+}
+
+std::string NetNs::name() const {
+  return path_.parent_path() == std::filesystem::path(kRunDir) ? path_.filename().string() : "";
+}
+
+bool NetNs::same_as(const NetNs& other) const {
+  struct stat a {
+  }, b{};
+  if (::fstat(fd_, &a) != 0)
+    throw_errno(errno, "stat netns " + quote(path_));
+  if (::fstat(other.fd_, &b) != 0)
+    throw_errno(errno, "stat netns " + quote(other.path_));
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+bool NetNs::is_current() const {
+  struct stat mine {};
+  if (::fstat(fd_, &mine) != 0)
+    throw_errno(errno, "stat netns " + quote(path_));
+  const struct stat own = stat_or_throw(kThreadNetns, "stat own netns");
+  return mine.st_dev == own.st_dev && mine.st_ino == own.st_ino;
+}
+
+bool is_current_netns(const std::filesystem::path& path) {
+  const struct stat other = stat_or_throw(path, "stat netns " + quote(path));
+  const struct stat own = stat_or_throw(kThreadNetns, "stat own netns");
+  return other.st_dev == own.st_dev && other.st_ino == own.st_ino;
+}
+
+namespace detail {
+
+void run_on_thread_in(const NetNs& ns, const std::function<void()>& body) {
+  std::exception_ptr failure;
+  std::thread([&] {
+    try {
+      const NetNs original = NetNs::current();
+      if (::setns(ns.fd(), CLONE_NEWNET) != 0) {
+        throw_errno(errno, "enter netns " + quote(ns.path()));
+      }
+      // Restore even when body throws; the thread ends right after, so a failed restore
+      // cannot leak the namespace to other work.
+      struct Restore {
+        const NetNs& original;
+        ~Restore() { ::setns(original.fd(), CLONE_NEWNET); }
+      } restore{original};
+      body();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  }).join();
+  if (failure)
+    std::rethrow_exception(failure);
+}
+
+}  // namespace detail
+}  // namespace flatnet::netmodel
