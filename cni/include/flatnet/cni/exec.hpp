@@ -1,0 +1,42 @@
+#pragma once
+
+// Executing another plugin as a runtime would: find it in CNI_PATH, pass the CNI_* variables
+// and the configuration on stdin, read its result or error from stdout.
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "flatnet/cni/environment.hpp"
+#include "flatnet/cni/types.hpp"
+#include "flatnet/netmodel/netns.hpp"
+
+namespace flatnet::cni {
+
+struct ExecOutput {
+  int status = 0;  // exit status, or 128 + signal
+  std::string out;
+  std::string err;
+};
+
+// Runs `program` with `args` (argv[1...]), exactly `variables` as its environment (plus PATH
+// from ours when absent) and `input` on stdin; inside `netns` when given (the child enters it
+// before exec, as a runtime runs a plugin in a node). Throws CniError(plugin_failure) when it
+// cannot be started.
+ExecOutput exec_program(const std::filesystem::path& program,
+                        const std::map<std::string, std::string>& variables,
+                        const std::string& input, const std::vector<std::string>& args = {},
+                        const netmodel::NetNs* netns = nullptr);
+
+// The first executable file named `type` in `dirs`; throws CniError(plugin_failure) naming the
+// plugin and the directories searched.
+std::filesystem::path find_plugin(const std::string& type, const std::vector<std::string>& dirs);
+
+// Runs the plugin `type` for `command` with `env` and `config`; returns its parsed result
+// (ADD; an empty Result for the others). A plugin that fails has its error rethrown as a
+// CniError with the same code and message, prefixed with the plugin's name.
+Result delegate(const std::string& type, Command command, const Environment& env,
+                const std::string& config);
+
+}  // namespace flatnet::cni

@@ -1,0 +1,208 @@
+#include "flatnet/cni/exec.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "flatnet/cni/error.hpp"
+
+namespace flatnet::cni {
+namespace {
+
+struct Pipe {
+  int read = -1, write = -1;
+  Pipe() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      throw CniError(ErrorCode::plugin_failure, std::string("pipe: ") + std::strerror(errno));
+    }
+    read = fds[0];
+    write = fds[1];
+  }
+  ~Pipe() {
+    close_read();
+    close_write();
+  }
+  void close_read() {
+    if (read >= 0)
+      ::close(read);
+    read = -1;
+  }
+  void close_write() {
+    if (write >= 0)
+      ::close(write);
+    write = -1;
+  }
+};
+
+}  // namespace
+
+ExecOutput exec_program(const std::filesystem::path& program,
+                        const std::map<std::string, std::string>& variables,
+                        const std::string& input, const std::vector<std::string>& args,
+                        const netmodel::NetNs* netns) {
+  std::vector<std::string> env_strings;
+  for (const auto& [k, v] : variables)
+    env_strings.push_back(k + "=" + v);
+  if (!variables.count("PATH")) {
+    const char* path = ::getenv("PATH");
+    env_strings.push_back(std::string("PATH=") + (path ? path : "/usr/sbin:/usr/bin:/sbin:/bin"));
+  }
+  std::vector<char*> envp;
+  for (auto& s : env_strings)
+    envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::string program_text = program.string();
+  std::vector<std::string> arg_strings = args;
+  std::vector<char*> argv{program_text.data()};
+  for (auto& a : arg_strings)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  Pipe in, out, err, status_pipe;
+  const int netns_fd = netns ? netns->fd() : -1;
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    throw CniError(ErrorCode::plugin_failure,
+                   "cannot run " + program_text + ": fork: " + std::strerror(errno));
+  }
+  if (pid == 0) {
+    // The child: only async-signal-safe calls until exec. A failure is reported as an errno
+    // on status_pipe (which exec closes on success).
+    int failed = 0;
+    if (netns_fd >= 0 && ::setns(netns_fd, CLONE_NEWNET) != 0)
+      failed = errno;
+    if (!failed &&
+        (::dup2(in.read, 0) < 0 || ::dup2(out.write, 1) < 0 || ::dup2(err.write, 2) < 0)) {
+      failed = errno;
+    }
+    if (!failed) {
+      ::execve(program_text.c_str(), argv.data(), envp.data());
+      failed = errno;
+    }
+    [[maybe_unused]] ssize_t ignored = ::write(status_pipe.write, &failed, sizeof failed);
+    ::_exit(127);
+  }
+  status_pipe.close_write();
+  int child_errno = 0;
+  const ssize_t got = ::read(status_pipe.read, &child_errno, sizeof child_errno);
+  if (got == sizeof child_errno) {
+    int ignored;
+    ::waitpid(pid, &ignored, 0);
+    throw CniError(ErrorCode::plugin_failure,
+                   "cannot run " + program_text +
+                       (netns ? " in netns " + netns->path().string() : "") + ": " +
+                       std::strerror(child_errno));
+  }
+  in.close_read();
+  out.close_write();
+  err.close_write();
+
+  // Feed stdin and drain stdout and stderr together, so that neither side can block the other.
+  ExecOutput result;
+  std::size_t written = 0;
+  if (input.empty())
+    in.close_write();
+  char buffer[8192];
+  while (out.read >= 0 || err.read >= 0) {
+    pollfd fds[3];
+    int n = 0;
+    int in_slot = -1, out_slot = -1, err_slot = -1;
+    if (in.write >= 0) {
+      in_slot = n;
+      fds[n++] = {in.write, POLLOUT, 0};
+    }
+    if (out.read >= 0) {
+      out_slot = n;
+      fds[n++] = {out.read, POLLIN, 0};
+    }
+    if (err.read >= 0) {
+      err_slot = n;
+      fds[n++] = {err.read, POLLIN, 0};
+    }
+    if (::poll(fds, n, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      break;
+    }
+    if (in_slot >= 0 && fds[in_slot].revents) {
+      const ssize_t w = ::write(in.write, input.data() + written, input.size() - written);
+      if (w > 0)
+        written += static_cast<std::size_t>(w);
+      if (w < 0 || written == input.size())
+        in.close_write();
+    }
+    auto drain = [&](int slot, Pipe& pipe, std::string& into) {
+      if (slot < 0 || !fds[slot].revents)
+        return;
+      const ssize_t r = ::read(pipe.read, buffer, sizeof buffer);
+      if (r > 0) {
+        into.append(buffer, static_cast<std::size_t>(r));
+      } else if (r == 0 || errno != EINTR) {
+        pipe.close_read();
+      }
+    };
+    drain(out_slot, out, result.out);
+    drain(err_slot, err, result.err);
+  }
+  in.close_write();
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+std::filesystem::path find_plugin(const std::string& type, const std::vector<std::string>& dirs) {
+  if (type.empty() || type.find('/') != std::string::npos || type == "." || type == "..") {
+    throw CniError(ErrorCode::invalid_network_config,
+                   "plugin type \"" + type + "\" is not a plain file name", type);
+  }
+  std::string searched;
+  for (const auto& dir : dirs) {
+    const std::filesystem::path candidate = std::filesystem::path(dir) / type;
+    struct stat st {};
+    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        ::access(candidate.c_str(), X_OK) == 0) {
+      return candidate;
+    }
+    searched += (searched.empty() ? "" : ":") + dir;
+  }
+  throw CniError(ErrorCode::plugin_failure,
+                 "cannot find plugin \"" + type + "\" in CNI_PATH \"" + searched + "\"", type);
+}
+
+Result delegate(const std::string& type, Command command, const Environment& env,
+                const std::string& config) {
+  const std::filesystem::path program = find_plugin(type, env.path);
+  const ExecOutput output = exec_program(program, env.to_variables(command), config);
+  if (output.status != 0) {
+    const nlohmann::json j = nlohmann::json::parse(output.out, nullptr, false);
+    if (j.is_object() && j.contains("code")) {
+      const CniError e = CniError::from_json(j);
+      throw CniError(e.code(), type + ": " + e.what(), e.details());
+    }
+    std::string stderr_text = output.err.substr(0, 500);
+    throw CniError(ErrorCode::plugin_failure, type + " " + std::string(to_string(command)) +
+                                                  " failed with status " +
+                                                  std::to_string(output.status) +
+                                                  (stderr_text.empty() ? "" : ": " + stderr_text));
+  }
+  if (command != Command::add)
+    return {};
+  const nlohmann::json j = nlohmann::json::parse(output.out, nullptr, false);
+  if (j.is_discarded()) {
+    throw CniError(ErrorCode::decoding_failure,
+                   type + " ADD printed a result that is not JSON: " + output.out.substr(0, 200));
+  }
+  return parse_result(j);
+}
+
+}  // namespace flatnet::cni

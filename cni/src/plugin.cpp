@@ -1,0 +1,112 @@
+#include "flatnet/cni/plugin.hpp"
+
+#include <cstdlib>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "flatnet/cni/error.hpp"
+#include "flatnet/cni/version.hpp"
+
+namespace flatnet::cni {
+namespace {
+
+using nlohmann::json;
+
+// The cniVersion of the input if it names a supported one, for the error JSON; else the latest.
+std::string version_for_errors(const std::string& input) {
+  const json j = json::parse(input, nullptr, false);
+  if (j.is_object() && j.contains("cniVersion") && j["cniVersion"].is_string()) {
+    const auto v = j["cniVersion"].get<std::string>();
+    if (is_supported_version(v))
+      return v;
+  }
+  return std::string(kLatestVersion);
+}
+
+void require_version(const NetConf& conf, Command command, std::string_view minimum) {
+  if (compare_versions(conf.cni_version, minimum) < 0) {
+    throw CniError(ErrorCode::incompatible_version,
+                   std::string(to_string(command)) + " needs cniVersion " + std::string(minimum) +
+                       " or later; the configuration says " + conf.cni_version,
+                   conf.cni_version);
+  }
+}
+
+}  // namespace
+
+int run_plugin(Plugin& plugin, const PluginIo& io, const std::string& about) {
+  const std::string input((std::istreambuf_iterator<char>(*io.in)), {});
+  const std::string error_version = version_for_errors(input);
+  try {
+    if (!io.getenv("CNI_COMMAND"))
+      *io.err << about << "\n";
+    Environment env = parse_environment(io.getenv);
+    if (env.command == Command::version) {
+      json versions = json::array();
+      for (auto v : kSupportedVersions)
+        versions.push_back(std::string(v));
+      *io.out << json{{"cniVersion", error_version}, {"supportedVersions", versions}}.dump()
+              << "\n";
+      return 0;
+    }
+    Request request{std::move(env), parse_netconf(input)};
+    switch (request.env.command) {
+      case Command::add: {
+        const Result result = plugin.add(request);
+        *io.out << to_json(result, request.conf.cni_version).dump(2) << "\n";
+        return 0;
+      }
+      case Command::del:
+        plugin.del(request);
+        return 0;
+      case Command::check:
+        require_version(request.conf, Command::check, "0.4.0");
+        plugin.check(request);
+        return 0;
+      case Command::status:
+        require_version(request.conf, Command::status, "1.1.0");
+        plugin.status(request);
+        return 0;
+      case Command::gc:
+        require_version(request.conf, Command::gc, "1.1.0");
+        plugin.gc(request);
+        return 0;
+      case Command::version:
+        break;
+    }
+    return 0;
+  } catch (const CniError& e) {
+    *io.out << e.to_json(error_version).dump(2) << "\n";
+  } catch (const std::exception& e) {
+    *io.out << CniError(ErrorCode::plugin_failure, e.what()).to_json(error_version).dump(2) << "\n";
+  }
+  return 1;
+}
+
+int plugin_main(int argc, char** argv, Plugin& plugin, const std::string& about,
+                const std::string& help) {
+  if (argc > 1) {
+    const std::string arg = argv[1];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << about << "\n\n" << help;
+      return 0;
+    }
+    if (arg == "--version") {
+      std::cout << about << "\nCNI spec versions:";
+      for (auto v : kSupportedVersions)
+        std::cout << " " << v;
+      std::cout << "\n";
+      return 0;
+    }
+    std::cerr << argv[0] << ": unexpected argument \"" << arg
+              << "\"; a CNI plugin reads CNI_* variables and its configuration on stdin (see "
+                 "--help)\n";
+    return 2;
+  }
+  return run_plugin(
+      plugin, {[](const char* name) { return ::getenv(name); }, &std::cin, &std::cout, &std::cerr},
+      about);
+}
+
+}  // namespace flatnet::cni
