@@ -51,8 +51,7 @@ class Rollback {
 // Runs the configured IPAM for `command`: in this process when it is flatnet-ipam (same code,
 // same on-disk state as the binary), else the plugin found in CNI_PATH.
 Result run_ipam(const Request& request, const BridgeConfig& config, Command command) {
-  if (config.ipam_type.empty())
-    return {};
+  if (config.ipam_type.empty()) return {};
   if (config.ipam_type != kInProcessIpam) {
     return delegate(config.ipam_type, command, request.env, request.conf.raw.dump());
   }
@@ -106,8 +105,7 @@ LinkInfo ensure_bridge(Netlink& host, const BridgeConfig& config) {
                            existing->kind + "\" already has that name",
                        config.bridge);
       }
-      if (!existing->up())
-        host.set_up(existing->index);
+      if (!existing->up()) host.set_up(existing->index);
       if (config.promisc_mode && !existing->promiscuous()) {
         host.set_promiscuous(existing->index, true);
       }
@@ -116,8 +114,7 @@ LinkInfo ensure_bridge(Netlink& host, const BridgeConfig& config) {
     try {
       host.add_bridge({.name = config.bridge, .mtu = config.mtu});
     } catch (const std::system_error& e) {
-      if (!netmodel::is_errno(e, EEXIST))
-        throw;
+      if (!netmodel::is_errno(e, EEXIST)) throw;
     }
   }
   throw CniError(ErrorCode::try_again_later,
@@ -130,10 +127,8 @@ LinkInfo ensure_bridge(Netlink& host, const BridgeConfig& config) {
 void ensure_gateway_address(Netlink& host, const LinkInfo& bridge, const IpPrefix& gateway,
                             bool force) {
   for (const auto& a : host.addresses(bridge.index, gateway.family())) {
-    if (a.prefix == gateway)
-      return;
-    if (a.prefix.address().is_link_local())
-      continue;
+    if (a.prefix == gateway) return;
+    if (a.prefix.address().is_link_local()) continue;
     if (gateway.family() == Family::v4 || a.prefix.overlaps(gateway)) {
       if (!force) {
         throw CniError(ErrorCode::invalid_network_config,
@@ -178,8 +173,7 @@ void refuse_unimplemented(const json& raw) {
       {"portIsolation", [](const json& v) { return v.is_boolean() && !v.get<bool>(); }},
   };
   for (const auto& f : fields) {
-    if (!raw.contains(f.key) || raw[f.key].is_null() || f.is_default(raw[f.key]))
-      continue;
+    if (!raw.contains(f.key) || raw[f.key].is_null() || f.is_default(raw[f.key])) continue;
     throw CniError(ErrorCode::unsupported_field,
                    std::string("config field ") + f.key + " = " + raw[f.key].dump() +
                        " is not supported by flatnet-cni; remove it or set it to its default",
@@ -198,17 +192,14 @@ std::optional<MacAddress> requested_mac(const Request& request) {
   const json& raw = request.conf.raw;
   if (raw.contains("runtimeConfig") && raw["runtimeConfig"].is_object()) {
     const std::string mac = get_string(raw["runtimeConfig"], "mac", "", "runtimeConfig.mac");
-    if (!mac.empty())
-      return parse(mac, "runtimeConfig.mac");
+    if (!mac.empty()) return parse(mac, "runtimeConfig.mac");
   }
   if (raw.contains("args") && raw["args"].is_object() && raw["args"].contains("cni")) {
     const std::string mac = get_string(raw["args"]["cni"], "mac", "", "args.cni.mac");
-    if (!mac.empty())
-      return parse(mac, "args.cni.mac");
+    if (!mac.empty()) return parse(mac, "args.cni.mac");
   }
   const std::string mac = request.env.args.get("MAC");
-  if (!mac.empty())
-    return parse(mac, "CNI_ARGS MAC");
+  if (!mac.empty()) return parse(mac, "CNI_ARGS MAC");
   return std::nullopt;
 }
 
@@ -288,15 +279,13 @@ Result BridgePlugin::add(const Request& request) {
       break;
     } catch (const std::system_error& e) {
       // EEXIST with a free container name means the random host name was taken.
-      if (!netmodel::is_errno(e, EEXIST) || attempt >= 4 || container.find_link(env.ifname))
-        throw;
+      if (!netmodel::is_errno(e, EEXIST) || attempt >= 4 || container.find_link(env.ifname)) throw;
     }
   }
   rollback.add([&] { host.delete_link(host_name); });
   const LinkInfo host_veth = host.link(host_name);
   host.set_master(host_veth.index, bridge.index);
-  if (config.hairpin_mode)
-    host.set_hairpin(host_veth.index, true);
+  if (config.hairpin_mode) host.set_hairpin(host_veth.index, true);
   host.set_up(host_veth.index);
   const LinkInfo inside = container.link(env.ifname);
 
@@ -342,8 +331,7 @@ Result BridgePlugin::add(const Request& request) {
   // The gateway side: addresses on the bridge, forwarding on.
   if (config.is_gateway) {
     for (const auto& ip : ipam.ips) {
-      if (!ip.gateway)
-        continue;
+      if (!ip.gateway) continue;
       ensure_gateway_address(host, bridge, IpPrefix(*ip.gateway, ip.address.length()),
                              config.force_address);
       enable_forwarding(ip.address.family());
@@ -352,8 +340,7 @@ Result BridgePlugin::add(const Request& request) {
   result.dns = ipam.dns;
   if (request.conf.raw.contains("dns")) {
     const Dns configured = parse_dns(request.conf.raw["dns"]);
-    if (!configured.empty())
-      result.dns = configured;
+    if (!configured.empty()) result.dns = configured;
   }
   rollback.dismiss();
   return result;
@@ -363,14 +350,12 @@ void BridgePlugin::del(const Request& request) {
   const BridgeConfig config = parse_bridge_config(request);
   // The addresses are released whatever state the container is in.
   run_ipam(request, config, Command::del);
-  if (request.env.netns.empty())
-    return;
+  if (request.env.netns.empty()) return;
   std::optional<NetNs> ns;
   try {
     ns = NetNs::open(request.env.netns);
   } catch (const std::system_error& e) {
-    if (netmodel::is_errno(e, ENOENT) || netmodel::is_errno(e, EINVAL))
-      return;  // gone
+    if (netmodel::is_errno(e, ENOENT) || netmodel::is_errno(e, EINVAL)) return;  // gone
     throw;
   }
   // Deleting the container end deletes the pair.
@@ -413,8 +398,7 @@ void BridgePlugin::check(const Request& request) {
   run_ipam(request, config, Command::check);
 
   // Every address and route the previous result lists for the container must be in place.
-  if (!request.conf.prev_result)
-    return;
+  if (!request.conf.prev_result) return;
   const Result& prev = *request.conf.prev_result;
   const auto addresses = container.addresses(inside->index);
   for (const auto& ip : prev.ips) {

@@ -50,11 +50,9 @@ std::string CniArgs::get(const std::string& key) const {
 }
 
 void CniArgs::require_known(const std::vector<std::string>& known) const {
-  if (ignore_unknown())
-    return;
+  if (ignore_unknown()) return;
   for (const auto& [key, value] : values) {
-    if (is_runtime_key(key) || std::find(known.begin(), known.end(), key) != known.end())
-      continue;
+    if (is_runtime_key(key) || std::find(known.begin(), known.end(), key) != known.end()) continue;
     throw CniError(ErrorCode::invalid_environment,
                    "CNI_ARGS: unknown key \"" + key + "\" (value \"" + value +
                        "\"); this plugin knows " + (known.empty() ? "none" : join(known)) +
@@ -69,8 +67,7 @@ CniArgs parse_cni_args(std::string_view text) {
     const auto semi = text.find(';');
     const std::string_view pair = text.substr(0, semi);
     text = semi == std::string_view::npos ? std::string_view{} : text.substr(semi + 1);
-    if (pair.empty())
-      continue;
+    if (pair.empty()) continue;
     const auto eq = pair.find('=');
     if (eq == std::string_view::npos || eq == 0) {
       throw CniError(ErrorCode::invalid_environment,
@@ -83,13 +80,11 @@ CniArgs parse_cni_args(std::string_view text) {
 }
 
 bool is_valid_identifier(std::string_view text) {
-  if (text.empty())
-    return false;
+  if (text.empty()) return false;
   auto alnum = [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
   };
-  if (!alnum(text[0]))
-    return false;
+  if (!alnum(text[0])) return false;
   return std::all_of(text.begin() + 1, text.end(),
                      [&](char c) { return alnum(c) || c == '_' || c == '.' || c == '-'; });
 }
@@ -97,14 +92,10 @@ bool is_valid_identifier(std::string_view text) {
 std::map<std::string, std::string> Environment::to_variables(Command cmd) const {
   std::map<std::string, std::string> v;
   v["CNI_COMMAND"] = std::string(to_string(cmd));
-  if (!container_id.empty())
-    v["CNI_CONTAINERID"] = container_id;
-  if (!netns.empty())
-    v["CNI_NETNS"] = netns;
-  if (!ifname.empty())
-    v["CNI_IFNAME"] = ifname;
-  if (!args_text.empty())
-    v["CNI_ARGS"] = args_text;
+  if (!container_id.empty()) v["CNI_CONTAINERID"] = container_id;
+  if (!netns.empty()) v["CNI_NETNS"] = netns;
+  if (!ifname.empty()) v["CNI_IFNAME"] = ifname;
+  if (!args_text.empty()) v["CNI_ARGS"] = args_text;
   std::string joined;
   for (const auto& dir : path)
     joined += (joined.empty() ? "" : ":") + dir;
@@ -148,29 +139,22 @@ Environment parse_environment(const Getenv& getenv) {
     const auto colon = path.find(':', start);
     const std::string dir =
         path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
-    if (!dir.empty())
-      env.path.push_back(dir);
-    if (colon == std::string::npos)
-      break;
+    if (!dir.empty()) env.path.push_back(dir);
+    if (colon == std::string::npos) break;
     start = colon + 1;
   }
-  if (env.command == Command::version)
-    return env;
+  if (env.command == Command::version) return env;
 
   // What the spec requires per command (CNI_NETNS is optional for DEL).
   std::vector<std::string> missing;
   const bool per_attachment =
       env.command == Command::add || env.command == Command::del || env.command == Command::check;
   if (per_attachment) {
-    if (env.container_id.empty())
-      missing.push_back("CNI_CONTAINERID");
-    if (env.netns.empty() && env.command != Command::del)
-      missing.push_back("CNI_NETNS");
-    if (env.ifname.empty())
-      missing.push_back("CNI_IFNAME");
+    if (env.container_id.empty()) missing.push_back("CNI_CONTAINERID");
+    if (env.netns.empty() && env.command != Command::del) missing.push_back("CNI_NETNS");
+    if (env.ifname.empty()) missing.push_back("CNI_IFNAME");
   }
-  if (path.empty())
-    missing.push_back("CNI_PATH");
+  if (path.empty()) missing.push_back("CNI_PATH");
   if (!missing.empty()) {
     throw CniError(ErrorCode::invalid_environment,
                    "required environment variable" + std::string(missing.size() > 1 ? "s " : " ") +

@@ -6,8 +6,7 @@ namespace flatnet::cni {
 
 nlohmann::json CniError::to_json(const std::string& version) const {
   nlohmann::json j = {{"cniVersion", version}, {"code", numeric_code()}, {"msg", what()}};
-  if (!details_.empty())
-    j["details"] = details_;
+  if (!details_.empty()) j["details"] = details_;
   return j;
 }
 

@@ -31,13 +31,11 @@ struct Pipe {
     close_write();
   }
   void close_read() {
-    if (read >= 0)
-      ::close(read);
+    if (read >= 0) ::close(read);
     read = -1;
   }
   void close_write() {
-    if (write >= 0)
-      ::close(write);
+    if (write >= 0) ::close(write);
     write = -1;
   }
 };
@@ -77,8 +75,7 @@ ExecOutput exec_program(const std::filesystem::path& program,
     // The child: only async-signal-safe calls until exec. A failure is reported as an errno
     // on status_pipe (which exec closes on success).
     int failed = 0;
-    if (netns_fd >= 0 && ::setns(netns_fd, CLONE_NEWNET) != 0)
-      failed = errno;
+    if (netns_fd >= 0 && ::setns(netns_fd, CLONE_NEWNET) != 0) failed = errno;
     if (!failed &&
         (::dup2(in.read, 0) < 0 || ::dup2(out.write, 1) < 0 || ::dup2(err.write, 2) < 0)) {
       failed = errno;
@@ -108,8 +105,7 @@ ExecOutput exec_program(const std::filesystem::path& program,
   // Feed stdin and drain stdout and stderr together, so that neither side can block the other.
   ExecOutput result;
   std::size_t written = 0;
-  if (input.empty())
-    in.close_write();
+  if (input.empty()) in.close_write();
   char buffer[8192];
   while (out.read >= 0 || err.read >= 0) {
     pollfd fds[3];
@@ -128,20 +124,16 @@ ExecOutput exec_program(const std::filesystem::path& program,
       fds[n++] = {err.read, POLLIN, 0};
     }
     if (::poll(fds, n, -1) < 0) {
-      if (errno == EINTR)
-        continue;
+      if (errno == EINTR) continue;
       break;
     }
     if (in_slot >= 0 && fds[in_slot].revents) {
       const ssize_t w = ::write(in.write, input.data() + written, input.size() - written);
-      if (w > 0)
-        written += static_cast<std::size_t>(w);
-      if (w < 0 || written == input.size())
-        in.close_write();
+      if (w > 0) written += static_cast<std::size_t>(w);
+      if (w < 0 || written == input.size()) in.close_write();
     }
     auto drain = [&](int slot, Pipe& pipe, std::string& into) {
-      if (slot < 0 || !fds[slot].revents)
-        return;
+      if (slot < 0 || !fds[slot].revents) return;
       const ssize_t r = ::read(pipe.read, buffer, sizeof buffer);
       if (r > 0) {
         into.append(buffer, static_cast<std::size_t>(r));
@@ -195,8 +187,7 @@ Result delegate(const std::string& type, Command command, const Environment& env
                                                   std::to_string(output.status) +
                                                   (stderr_text.empty() ? "" : ": " + stderr_text));
   }
-  if (command != Command::add)
-    return {};
+  if (command != Command::add) return {};
   const nlohmann::json j = nlohmann::json::parse(output.out, nullptr, false);
   if (j.is_discarded()) {
     throw CniError(ErrorCode::decoding_failure,

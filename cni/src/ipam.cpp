@@ -15,8 +15,7 @@ using nlohmann::json;
 // The range of `set` that holds `address`, or nullptr.
 const IpRange* range_for(const RangeSet& set, const IpAddress& address) {
   for (const auto& r : set) {
-    if (r.contains(address))
-      return &r;
+    if (r.contains(address)) return &r;
   }
   return nullptr;
 }
@@ -54,13 +53,10 @@ std::optional<IpAddress> allocate_next(IpamStore& store, const RangeSet& set, st
   netmodel::uint128 total = 0;
   for (const auto& r : set)
     total += r.range_end.to_integer() - r.range_start.to_integer() + 1;
-  if (advance_first)
-    step();
+  if (advance_first) step();
   for (netmodel::uint128 tried = 0; tried < total; ++tried, step()) {
-    if (cursor == set[range].gateway)
-      continue;
-    if (store.reserve(cursor, env.container_id, env.ifname, index))
-      return cursor;
+    if (cursor == set[range].gateway) continue;
+    if (store.reserve(cursor, env.container_id, env.ifname, index)) return cursor;
   }
   return std::nullopt;
 }
@@ -149,8 +145,7 @@ void ipam_check(const IpamConfig& config, const Environment& env,
                                                     store.dir().string() + ")");
     }
   }
-  if (!prev_result)
-    return;
+  if (!prev_result) return;
   for (const auto& ip : prev_result->ips) {
     bool ours = false;
     for (const auto& set : config.range_sets)
@@ -168,8 +163,7 @@ void ipam_gc(const IpamConfig& config, const json& raw_conf) {
   const char* key = raw_conf.contains("cni.dev/valid-attachments") ? "cni.dev/valid-attachments"
                     : raw_conf.contains("cni.dev/attachments")     ? "cni.dev/attachments"
                                                                    : nullptr;
-  if (!key)
-    return;  // nothing says what is valid: release nothing
+  if (!key) return;  // nothing says what is valid: release nothing
   const json& list = raw_conf[key];
   if (!list.is_array()) {
     throw CniError(ErrorCode::invalid_network_config,
@@ -195,8 +189,7 @@ void ipam_gc(const IpamConfig& config, const json& raw_conf) {
   for (const auto& r : store.reservations()) {
     const bool keep = r.ifname.empty() ? valid_ids.count(r.container_id) > 0
                                        : valid.count({r.container_id, r.ifname}) > 0;
-    if (!keep)
-      store.release(r.address);
+    if (!keep) store.release(r.address);
   }
 }
 
@@ -209,8 +202,7 @@ void ipam_status(const IpamConfig& config) {
     for (const auto& r : set) {
       usable += r.usable();
       for (const auto& res : reservations) {
-        if (r.contains(res.address) && res.address != r.gateway)
-          ++taken;
+        if (r.contains(res.address) && res.address != r.gateway) ++taken;
       }
     }
     if (taken >= usable) {

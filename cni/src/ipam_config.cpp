@@ -36,10 +36,8 @@ IpAddress parse_requested(const std::string& text, const std::string& path) {
 }
 
 IpRange parse_range(const json& object, const std::string& path) {
-  if (!object.is_object())
-    invalid(path, object, "expected an object");
-  if (!object.contains("subnet"))
-    invalid(path + ".subnet", json(), "required");
+  if (!object.is_object()) invalid(path, object, "expected an object");
+  if (!object.contains("subnet")) invalid(path + ".subnet", json(), "required");
   IpRange r;
   const std::string subnet = get_string(object, "subnet", "", path + ".subnet");
   try {
@@ -55,11 +53,9 @@ IpRange parse_range(const json& object, const std::string& path) {
   const IpAddress first = *r.subnet.network_address().next();
   const IpAddress last = v4 ? *r.subnet.broadcast().previous() : r.subnet.broadcast();
   auto inside = [&](const char* key, IpAddress fallback) {
-    if (!object.contains(key) || object[key].is_null())
-      return fallback;
+    if (!object.contains(key) || object[key].is_null()) return fallback;
     const IpAddress a = parse_address_field(object, key, path + "." + key);
-    if (!r.subnet.contains(a))
-      invalid(path + "." + key, object[key], "not in " + subnet);
+    if (!r.subnet.contains(a)) invalid(path + "." + key, object[key], "not in " + subnet);
     return a;
   };
   r.gateway = inside("gateway", first);
@@ -74,21 +70,17 @@ IpRange parse_range(const json& object, const std::string& path) {
 
 Dns read_resolv_conf(const std::string& path) {
   std::ifstream file(path);
-  if (!file)
-    invalid("ipam.resolvConf", path, "cannot read the file");
+  if (!file) invalid("ipam.resolvConf", path, "cannot read the file");
   Dns dns;
   std::string line;
   while (std::getline(file, line)) {
     std::istringstream words(line);
     std::string key;
     words >> key;
-    if (key.empty() || key[0] == '#' || key[0] == ';')
-      continue;
+    if (key.empty() || key[0] == '#' || key[0] == ';') continue;
     std::string value;
-    if (key == "nameserver" && words >> value)
-      dns.nameservers.push_back(value);
-    if (key == "domain" && words >> value)
-      dns.domain = value;
+    if (key == "nameserver" && words >> value) dns.nameservers.push_back(value);
+    if (key == "domain" && words >> value) dns.domain = value;
     if (key == "search") {
       dns.search.clear();
       while (words >> value)
@@ -108,18 +100,14 @@ std::vector<std::string> requested_texts(const NetConf& conf, const Environment&
   for (std::size_t start = 0; !from_args.empty() && start <= from_args.size();) {
     const auto comma = from_args.find(',', start);
     texts.push_back(from_args.substr(start, comma - start));
-    if (comma == std::string::npos)
-      break;
+    if (comma == std::string::npos) break;
     start = comma + 1;
   }
   auto list_at = [&](const json& parent, const char* key, const std::string& path) {
-    if (!parent.is_object() || !parent.contains(key) || parent[key].is_null())
-      return;
-    if (!parent[key].is_array())
-      invalid(path, parent[key], "expected a list of addresses");
+    if (!parent.is_object() || !parent.contains(key) || parent[key].is_null()) return;
+    if (!parent[key].is_array()) invalid(path, parent[key], "expected a list of addresses");
     for (const auto& item : parent[key]) {
-      if (!item.is_string())
-        invalid(path, item, "expected an address");
+      if (!item.is_string()) invalid(path, item, "expected an address");
       texts.push_back(item.get<std::string>());
     }
   };
@@ -127,8 +115,7 @@ std::vector<std::string> requested_texts(const NetConf& conf, const Environment&
   if (raw.contains("args") && raw["args"].is_object() && raw["args"].contains("cni")) {
     list_at(raw["args"]["cni"], "ips", "args.cni.ips");
   }
-  if (raw.contains("runtimeConfig"))
-    list_at(raw["runtimeConfig"], "ips", "runtimeConfig.ips");
+  if (raw.contains("runtimeConfig")) list_at(raw["runtimeConfig"], "ips", "runtimeConfig.ips");
   return texts;
 }
 
@@ -156,8 +143,7 @@ std::string to_string(const RangeSet& set) {
 
 IpamConfig parse_ipam_config(const NetConf& conf, const Environment& env) {
   const json& ipam = conf.raw.contains("ipam") ? conf.raw["ipam"] : json();
-  if (!ipam.is_object())
-    invalid("ipam", ipam, "an ipam section is required");
+  if (!ipam.is_object()) invalid("ipam", ipam, "an ipam section is required");
   IpamConfig config;
   config.network = conf.name;
   config.data_dir = get_string(ipam, "dataDir", kDefaultIpamDataDir, "ipam.dataDir");
@@ -166,12 +152,10 @@ IpamConfig parse_ipam_config(const NetConf& conf, const Environment& env) {
   }
 
   // The legacy single range comes first, as host-local orders it.
-  if (ipam.contains("subnet"))
-    config.range_sets.push_back({parse_range(ipam, "ipam")});
+  if (ipam.contains("subnet")) config.range_sets.push_back({parse_range(ipam, "ipam")});
   if (ipam.contains("ranges") && !ipam["ranges"].is_null()) {
     const json& sets = ipam["ranges"];
-    if (!sets.is_array())
-      invalid("ipam.ranges", sets, "expected a list of range sets");
+    if (!sets.is_array()) invalid("ipam.ranges", sets, "expected a list of range sets");
     for (std::size_t i = 0; i < sets.size(); ++i) {
       const std::string path = "ipam.ranges[" + std::to_string(i) + "]";
       if (!sets[i].is_array() || sets[i].empty()) {
@@ -208,13 +192,11 @@ IpamConfig parse_ipam_config(const NetConf& conf, const Environment& env) {
   }
 
   if (ipam.contains("routes") && !ipam["routes"].is_null()) {
-    if (!ipam["routes"].is_array())
-      invalid("ipam.routes", ipam["routes"], "expected a list");
+    if (!ipam["routes"].is_array()) invalid("ipam.routes", ipam["routes"], "expected a list");
     for (std::size_t i = 0; i < ipam["routes"].size(); ++i) {
       const json& r = ipam["routes"][i];
       const std::string path = "ipam.routes[" + std::to_string(i) + "]";
-      if (!r.is_object())
-        invalid(path, r, "expected an object");
+      if (!r.is_object()) invalid(path, r, "expected an object");
       RouteEntry route;
       const std::string dst = get_string(r, "dst", "", path + ".dst");
       try {
@@ -232,8 +214,7 @@ IpamConfig parse_ipam_config(const NetConf& conf, const Environment& env) {
     }
   }
   const std::string resolv = get_string(ipam, "resolvConf", "", "ipam.resolvConf");
-  if (!resolv.empty())
-    config.dns = read_resolv_conf(resolv);
+  if (!resolv.empty()) config.dns = read_resolv_conf(resolv);
 
   config.requested.resize(config.range_sets.size());
   for (const auto& text : requested_texts(conf, env)) {
@@ -241,8 +222,7 @@ IpamConfig parse_ipam_config(const NetConf& conf, const Environment& env) {
     bool placed = false;
     for (std::size_t i = 0; i < config.range_sets.size() && !placed; ++i) {
       for (const auto& r : config.range_sets[i]) {
-        if (!r.subnet.contains(address))
-          continue;
+        if (!r.subnet.contains(address)) continue;
         if (config.requested[i]) {
           invalid("requested IP", text,
                   "range set " + to_string(config.range_sets[i]) + " already has requested IP " +
@@ -253,8 +233,7 @@ IpamConfig parse_ipam_config(const NetConf& conf, const Environment& env) {
         break;
       }
     }
-    if (!placed)
-      invalid("requested IP", text, "not in any configured range");
+    if (!placed) invalid("requested IP", text, "not in any configured range");
   }
   return config;
 }

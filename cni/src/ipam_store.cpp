@@ -27,8 +27,7 @@ constexpr const char* kLineBreak = "\r\n";
 
 std::string trim(std::string_view s) {
   const auto first = s.find_first_not_of(" \t\r\n\v\f");
-  if (first == std::string_view::npos)
-    return {};
+  if (first == std::string_view::npos) return {};
   const auto last = s.find_last_not_of(" \t\r\n\v\f");
   return std::string(s.substr(first, last - first + 1));
 }
@@ -42,8 +41,7 @@ std::string read_file(const std::filesystem::path& path, bool* exists = nullptr)
     }
     io_error("read " + path.string(), errno);
   }
-  if (exists)
-    *exists = true;
+  if (exists) *exists = true;
   std::string data;
   char buffer[512];
   ssize_t n;
@@ -51,8 +49,7 @@ std::string read_file(const std::filesystem::path& path, bool* exists = nullptr)
     data.append(buffer, static_cast<std::size_t>(n));
   const int err = errno;
   ::close(fd);
-  if (n < 0)
-    io_error("read " + path.string(), err);
+  if (n < 0) io_error("read " + path.string(), err);
   return data;
 }
 
@@ -65,8 +62,7 @@ std::filesystem::path write_temporary(const std::filesystem::path& dir, const st
                std::to_string(random() % 1000000000));
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
-      if (errno == EEXIST)
-        continue;
+      if (errno == EEXIST) continue;
       io_error("create " + path.string(), errno);
     }
     const ssize_t n = ::write(fd, data.data(), data.size());
@@ -84,12 +80,10 @@ std::filesystem::path write_temporary(const std::filesystem::path& dir, const st
 template <class F>
 void for_each_entry(const std::filesystem::path& dir, F&& f) {
   DIR* d = ::opendir(dir.c_str());
-  if (!d)
-    io_error("list " + dir.string(), errno);
+  if (!d) io_error("list " + dir.string(), errno);
   while (const dirent* e = ::readdir(d)) {
     const std::string name = e->d_name;
-    if (name == "." || name == "..")
-      continue;
+    if (name == "." || name == "..") continue;
     f(name);
   }
   ::closedir(d);
@@ -100,22 +94,19 @@ void for_each_entry(const std::filesystem::path& dir, F&& f) {
 IpamStore::IpamStore(std::filesystem::path state_dir) : dir_(std::move(state_dir)) {
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);
-  if (ec)
-    io_error("create " + dir_.string(), ec.value());
+  if (ec) io_error("create " + dir_.string(), ec.value());
 }
 
 IpamStore::~IpamStore() = default;
 
 IpamStore::Lock::~Lock() {
-  if (fd_ >= 0)
-    ::close(fd_);  // closing releases the flock
+  if (fd_ >= 0) ::close(fd_);  // closing releases the flock
 }
 
 IpamStore::Lock IpamStore::lock() {
   const std::filesystem::path path = dir_ / "lock";
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0)
-    io_error("open " + path.string(), errno);
+  if (fd < 0) io_error("open " + path.string(), errno);
   while (::flock(fd, LOCK_EX) != 0) {
     if (errno != EINTR) {
       const int err = errno;
@@ -136,8 +127,7 @@ bool IpamStore::reserve(const IpAddress& address, const std::string& container_i
   const int err = errno;
   ::unlink(temporary.c_str());
   if (linked != 0) {
-    if (err == EEXIST)
-      return false;
+    if (err == EEXIST) return false;
     io_error("reserve " + final_path.string(), err);
   }
   const std::filesystem::path last = dir_ / (kLastReservedPrefix + std::to_string(range_set));
@@ -154,8 +144,7 @@ std::optional<IpAddress> IpamStore::last_reserved(std::size_t range_set) const {
   bool exists = false;
   const std::string text =
       read_file(dir_ / (kLastReservedPrefix + std::to_string(range_set)), &exists);
-  if (!exists)
-    return std::nullopt;
+  if (!exists) return std::nullopt;
   return IpAddress::try_parse(trim(text));
 }
 
@@ -163,12 +152,10 @@ std::vector<Reservation> IpamStore::reservations() const {
   std::vector<Reservation> out;
   for_each_entry(dir_, [&](const std::string& name) {
     const auto address = IpAddress::try_parse(name);
-    if (!address)
-      return;
+    if (!address) return;
     bool exists = false;
     const std::string content = trim(read_file(dir_ / name, &exists));
-    if (!exists)
-      return;
+    if (!exists) return;
     Reservation r{*address, content, ""};
     if (const auto br = content.find(kLineBreak); br != std::string::npos) {
       r.container_id = content.substr(0, br);
@@ -192,10 +179,8 @@ std::vector<IpAddress> IpamStore::find(const std::string& container_id,
 
 bool IpamStore::release(const IpAddress& address) {
   const std::filesystem::path path = dir_ / address.to_string();
-  if (::unlink(path.c_str()) == 0)
-    return true;
-  if (errno == ENOENT)
-    return false;
+  if (::unlink(path.c_str()) == 0) return true;
+  if (errno == ENOENT) return false;
   io_error("release " + path.string(), errno);
 }
 
@@ -205,23 +190,18 @@ std::size_t IpamStore::release(const std::string& container_id, const std::strin
   // Files that name the interface first; files of old versions (container ID only) when none do.
   for (const bool legacy : {false, true}) {
     for (const auto& r : all) {
-      if (r.container_id != trim(container_id) || r.ifname.empty() != legacy)
-        continue;
-      if (!legacy && r.ifname != ifname)
-        continue;
-      if (release(r.address))
-        ++released;
+      if (r.container_id != trim(container_id) || r.ifname.empty() != legacy) continue;
+      if (!legacy && r.ifname != ifname) continue;
+      if (release(r.address)) ++released;
     }
-    if (released)
-      break;
+    if (released) break;
   }
   return released;
 }
 
 void IpamStore::remove_stale_temporaries() {
   for_each_entry(dir_, [&](const std::string& name) {
-    if (name.rfind(kTemporaryPrefix, 0) == 0)
-      ::unlink((dir_ / name).c_str());
+    if (name.rfind(kTemporaryPrefix, 0) == 0) ::unlink((dir_ / name).c_str());
   });
 }
 

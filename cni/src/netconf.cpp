@@ -56,11 +56,9 @@ NetConf parse_netconf(std::string_view text) {
                               : "invalid characters (allowed: ^[A-Za-z0-9][A-Za-z0-9_.-]*$)");
   }
   conf.type = get_string(raw, "type", "", "type");
-  if (conf.type.empty())
-    invalid("type", raw.value("type", json()), "required");
+  if (conf.type.empty()) invalid("type", raw.value("type", json()), "required");
   if (raw.contains("ipam") && !raw["ipam"].is_null()) {
-    if (!raw["ipam"].is_object())
-      invalid("ipam", raw["ipam"], "expected an object");
+    if (!raw["ipam"].is_object()) invalid("ipam", raw["ipam"], "expected an object");
     conf.ipam_type = get_string(raw["ipam"], "type", "", "ipam.type");
   }
   if (raw.contains("prevResult") && !raw["prevResult"].is_null()) {
@@ -70,28 +68,22 @@ NetConf parse_netconf(std::string_view text) {
 }
 
 bool get_bool(const json& object, const char* key, bool fallback, const std::string& path) {
-  if (!object.is_object() || !object.contains(key) || object[key].is_null())
-    return fallback;
-  if (!object[key].is_boolean())
-    invalid(path, object[key], "expected true or false");
+  if (!object.is_object() || !object.contains(key) || object[key].is_null()) return fallback;
+  if (!object[key].is_boolean()) invalid(path, object[key], "expected true or false");
   return object[key].get<bool>();
 }
 
 std::string get_string(const json& object, const char* key, const std::string& fallback,
                        const std::string& path) {
-  if (!object.is_object() || !object.contains(key) || object[key].is_null())
-    return fallback;
-  if (!object[key].is_string())
-    invalid(path, object[key], "expected a string");
+  if (!object.is_object() || !object.contains(key) || object[key].is_null()) return fallback;
+  if (!object[key].is_string()) invalid(path, object[key], "expected a string");
   return object[key].get<std::string>();
 }
 
 long long get_int(const json& object, const char* key, long long fallback, const std::string& path,
                   long long min, long long max) {
-  if (!object.is_object() || !object.contains(key) || object[key].is_null())
-    return fallback;
-  if (!object[key].is_number_integer())
-    invalid(path, object[key], "expected an integer");
+  if (!object.is_object() || !object.contains(key) || object[key].is_null()) return fallback;
+  if (!object[key].is_number_integer()) invalid(path, object[key], "expected an integer");
   const long long value = object[key].get<long long>();
   if (value < min || value > max) {
     invalid(path, object[key], "out of range " + std::to_string(min) + ".." + std::to_string(max));

@@ -18,8 +18,7 @@ std::string version_for_errors(const std::string& input) {
   const json j = json::parse(input, nullptr, false);
   if (j.is_object() && j.contains("cniVersion") && j["cniVersion"].is_string()) {
     const auto v = j["cniVersion"].get<std::string>();
-    if (is_supported_version(v))
-      return v;
+    if (is_supported_version(v)) return v;
   }
   return std::string(kLatestVersion);
 }
@@ -39,8 +38,7 @@ int run_plugin(Plugin& plugin, const PluginIo& io, const std::string& about) {
   const std::string input((std::istreambuf_iterator<char>(*io.in)), {});
   const std::string error_version = version_for_errors(input);
   try {
-    if (!io.getenv("CNI_COMMAND"))
-      *io.err << about << "\n";
+    if (!io.getenv("CNI_COMMAND")) *io.err << about << "\n";
     Environment env = parse_environment(io.getenv);
     if (env.command == Command::version) {
       json versions = json::array();

@@ -16,25 +16,20 @@ using nlohmann::json;
 }
 
 std::string string_at(const json& object, const char* key, const std::string& path) {
-  if (!object.contains(key) || object[key].is_null())
-    return {};
-  if (!object[key].is_string())
-    bad(path + "." + key, object[key], "expected a string");
+  if (!object.contains(key) || object[key].is_null()) return {};
+  if (!object[key].is_string()) bad(path + "." + key, object[key], "expected a string");
   return object[key].get<std::string>();
 }
 
 std::optional<int> int_at(const json& object, const char* key, const std::string& path) {
-  if (!object.contains(key) || object[key].is_null())
-    return std::nullopt;
-  if (!object[key].is_number_integer())
-    bad(path + "." + key, object[key], "expected an integer");
+  if (!object.contains(key) || object[key].is_null()) return std::nullopt;
+  if (!object[key].is_number_integer()) bad(path + "." + key, object[key], "expected an integer");
   return object[key].get<int>();
 }
 
 IpPrefix prefix_at(const json& object, const char* key, const std::string& path) {
   const std::string text = string_at(object, key, path);
-  if (text.empty())
-    bad(path + "." + key, object.value(key, json()), "required");
+  if (text.empty()) bad(path + "." + key, object.value(key, json()), "required");
   try {
     return IpPrefix::parse(text);
   } catch (const netmodel::AddressError& e) {
@@ -44,8 +39,7 @@ IpPrefix prefix_at(const json& object, const char* key, const std::string& path)
 
 std::optional<IpAddress> address_at(const json& object, const char* key, const std::string& path) {
   const std::string text = string_at(object, key, path);
-  if (text.empty())
-    return std::nullopt;
+  if (text.empty()) return std::nullopt;
   try {
     return IpAddress::parse(text);
   } catch (const netmodel::AddressError& e) {
@@ -55,13 +49,10 @@ std::optional<IpAddress> address_at(const json& object, const char* key, const s
 
 std::vector<std::string> strings_at(const json& object, const char* key, const std::string& path) {
   std::vector<std::string> out;
-  if (!object.contains(key) || object[key].is_null())
-    return out;
-  if (!object[key].is_array())
-    bad(path + "." + key, object[key], "expected a list of strings");
+  if (!object.contains(key) || object[key].is_null()) return out;
+  if (!object[key].is_array()) bad(path + "." + key, object[key], "expected a list of strings");
   for (const auto& item : object[key]) {
-    if (!item.is_string())
-      bad(path + "." + key, item, "expected a string");
+    if (!item.is_string()) bad(path + "." + key, item, "expected a string");
     out.push_back(item.get<std::string>());
   }
   return out;
@@ -69,24 +60,20 @@ std::vector<std::string> strings_at(const json& object, const char* key, const s
 
 const json& array_at(const json& object, const char* key, const std::string& path) {
   static const json kEmpty = json::array();
-  if (!object.contains(key) || object[key].is_null())
-    return kEmpty;
-  if (!object[key].is_array())
-    bad(path + "." + key, object[key], "expected a list");
+  if (!object.contains(key) || object[key].is_null()) return kEmpty;
+  if (!object[key].is_array()) bad(path + "." + key, object[key], "expected a list");
   return object[key];
 }
 
 void require_object(const json& value, const std::string& path) {
-  if (!value.is_object())
-    bad(path, value, "expected an object");
+  if (!value.is_object()) bad(path, value, "expected an object");
 }
 
 }  // namespace
 
 Dns parse_dns(const json& j) {
   Dns dns;
-  if (j.is_null())
-    return dns;
+  if (j.is_null()) return dns;
   require_object(j, "dns");
   dns.nameservers = strings_at(j, "nameservers", "dns");
   dns.domain = string_at(j, "domain", "dns");
@@ -97,14 +84,10 @@ Dns parse_dns(const json& j) {
 
 json to_json(const Dns& dns) {
   json j = json::object();
-  if (!dns.nameservers.empty())
-    j["nameservers"] = dns.nameservers;
-  if (!dns.domain.empty())
-    j["domain"] = dns.domain;
-  if (!dns.search.empty())
-    j["search"] = dns.search;
-  if (!dns.options.empty())
-    j["options"] = dns.options;
+  if (!dns.nameservers.empty()) j["nameservers"] = dns.nameservers;
+  if (!dns.domain.empty()) j["domain"] = dns.domain;
+  if (!dns.search.empty()) j["search"] = dns.search;
+  if (!dns.options.empty()) j["options"] = dns.options;
   return j;
 }
 
@@ -119,8 +102,7 @@ Result parse_result(const json& j) {
     iface.name = string_at(interfaces[i], "name", path);
     iface.mac = string_at(interfaces[i], "mac", path);
     if (auto mtu = int_at(interfaces[i], "mtu", path)) {
-      if (*mtu < 0)
-        bad(path + ".mtu", interfaces[i]["mtu"], "must not be negative");
+      if (*mtu < 0) bad(path + ".mtu", interfaces[i]["mtu"], "must not be negative");
       iface.mtu = static_cast<unsigned>(*mtu);
     }
     iface.sandbox = string_at(interfaces[i], "sandbox", path);
@@ -160,8 +142,7 @@ Result parse_result(const json& j) {
     route.scope = int_at(routes[i], "scope", path);
     r.routes.push_back(route);
   }
-  if (j.contains("dns"))
-    r.dns = parse_dns(j["dns"]);
+  if (j.contains("dns")) r.dns = parse_dns(j["dns"]);
   return r;
 }
 
@@ -173,16 +154,11 @@ json to_json(const Result& result, const std::string& version) {
     json list = json::array();
     for (const auto& iface : result.interfaces) {
       json i = {{"name", iface.name}};
-      if (!iface.mac.empty())
-        i["mac"] = iface.mac;
-      if (v11 && iface.mtu)
-        i["mtu"] = *iface.mtu;
-      if (!iface.sandbox.empty())
-        i["sandbox"] = iface.sandbox;
-      if (v11 && !iface.socket_path.empty())
-        i["socketPath"] = iface.socket_path;
-      if (v11 && !iface.pci_id.empty())
-        i["pciID"] = iface.pci_id;
+      if (!iface.mac.empty()) i["mac"] = iface.mac;
+      if (v11 && iface.mtu) i["mtu"] = *iface.mtu;
+      if (!iface.sandbox.empty()) i["sandbox"] = iface.sandbox;
+      if (v11 && !iface.socket_path.empty()) i["socketPath"] = iface.socket_path;
+      if (v11 && !iface.pci_id.empty()) i["pciID"] = iface.pci_id;
       list.push_back(i);
     }
     j["interfaces"] = list;
@@ -191,13 +167,10 @@ json to_json(const Result& result, const std::string& version) {
     json list = json::array();
     for (const auto& ip : result.ips) {
       json i;
-      if (has_ip_version)
-        i["version"] = ip.address.address().is_v4() ? "4" : "6";
-      if (ip.interface)
-        i["interface"] = *ip.interface;
+      if (has_ip_version) i["version"] = ip.address.address().is_v4() ? "4" : "6";
+      if (ip.interface) i["interface"] = *ip.interface;
       i["address"] = ip.address.to_string();
-      if (ip.gateway)
-        i["gateway"] = ip.gateway->to_string();
+      if (ip.gateway) i["gateway"] = ip.gateway->to_string();
       list.push_back(i);
     }
     j["ips"] = list;
@@ -206,19 +179,13 @@ json to_json(const Result& result, const std::string& version) {
     json list = json::array();
     for (const auto& route : result.routes) {
       json r = {{"dst", route.dst.to_string()}};
-      if (route.gw)
-        r["gw"] = route.gw->to_string();
+      if (route.gw) r["gw"] = route.gw->to_string();
       if (v11) {
-        if (route.mtu)
-          r["mtu"] = *route.mtu;
-        if (route.advmss)
-          r["advmss"] = *route.advmss;
-        if (route.priority)
-          r["priority"] = *route.priority;
-        if (route.table)
-          r["table"] = *route.table;
-        if (route.scope)
-          r["scope"] = *route.scope;
+        if (route.mtu) r["mtu"] = *route.mtu;
+        if (route.advmss) r["advmss"] = *route.advmss;
+        if (route.priority) r["priority"] = *route.priority;
+        if (route.table) r["table"] = *route.table;
+        if (route.scope) r["scope"] = *route.scope;
       }
       list.push_back(r);
     }

@@ -21,8 +21,7 @@ int compare_versions(std::string_view a, std::string_view b) {
   };
   for (int i = 0; i < 3; ++i) {
     const int x = next(a), y = next(b);
-    if (x != y)
-      return x < y ? -1 : 1;
+    if (x != y) return x < y ? -1 : 1;
   }
   return 0;
 }

@@ -13,8 +13,21 @@ namespace {
 
 constexpr uint128 kAllOnes = ~uint128{0};
 
+// The input in quotes, control characters escaped (a NUL would otherwise end the message).
 std::string quote(std::string_view text) {
-  return "\"" + std::string(text) + "\"";
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 0xf];
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
 }
 
 [[noreturn]] void fail(std::string_view what, std::string_view text, std::string_view why) {
@@ -32,10 +45,8 @@ IpAddress parse_v4(std::string_view text) {
   for (int i = 0; i < 4; ++i) {
     const auto dot = rest.find('.');
     const std::string_view octet = i < 3 ? rest.substr(0, dot) : rest;
-    if (i < 3 && dot == std::string_view::npos)
-      fail("IPv4 address", text, "expected four octets");
-    if (octet.empty())
-      fail("IPv4 address", text, "empty octet");
+    if (i < 3 && dot == std::string_view::npos) fail("IPv4 address", text, "expected four octets");
+    if (octet.empty()) fail("IPv4 address", text, "empty octet");
     if (octet.size() > 3 ||
         !std::all_of(octet.begin(), octet.end(), [](char c) { return c >= '0' && c <= '9'; })) {
       fail("IPv4 address", text, "octet " + quote(octet) + " is not a number from 0 to 255");
@@ -45,11 +56,9 @@ IpAddress parse_v4(std::string_view text) {
     }
     unsigned value = 0;
     std::from_chars(octet.data(), octet.data() + octet.size(), value);
-    if (value > 255)
-      fail("IPv4 address", text, "octet " + quote(octet) + " is greater than 255");
+    if (value > 255) fail("IPv4 address", text, "octet " + quote(octet) + " is greater than 255");
     bytes[i] = static_cast<std::uint8_t>(value);
-    if (i < 3)
-      rest = rest.substr(dot + 1);
+    if (i < 3) rest = rest.substr(dot + 1);
   }
   return IpAddress::v4(bytes);
 }
@@ -58,8 +67,13 @@ IpAddress parse_v6(std::string_view text) {
   if (text.find('%') != std::string_view::npos) {
     fail("IPv6 address", text, "zone indexes (\"%...\") are not allowed here");
   }
-  if (text.size() > INET6_ADDRSTRLEN)
-    fail("IPv6 address", text, "too long");
+  if (text.size() > INET6_ADDRSTRLEN) fail("IPv6 address", text, "too long");
+  // inet_pton stops at a NUL; text from JSON or YAML may carry one ("\u0000").
+  for (const char c : text) {
+    const bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+                    c == ':' || c == '.';
+    if (!ok) fail("IPv6 address", text, "not in RFC 4291 text form");
+  }
   std::array<std::uint8_t, 16> bytes{};
   const std::string copy(text);
   if (inet_pton(AF_INET6, copy.c_str(), bytes.data()) != 1) {
@@ -69,6 +83,15 @@ IpAddress parse_v6(std::string_view text) {
 }
 
 }  // namespace
+
+std::string to_decimal(uint128 value) {
+  std::string digits;
+  do {
+    digits.insert(digits.begin(), static_cast<char>('0' + static_cast<int>(value % 10)));
+    value /= 10;
+  } while (value != 0);
+  return digits;
+}
 
 IpAddress IpAddress::v4(std::uint32_t host_order) {
   return v4({static_cast<std::uint8_t>(host_order >> 24),
@@ -102,8 +125,7 @@ IpAddress IpAddress::from_integer(Family family, uint128 value) {
 }
 
 IpAddress IpAddress::from_bytes(std::span<const std::uint8_t> bytes) {
-  if (bytes.size() == 4)
-    return v4({bytes[0], bytes[1], bytes[2], bytes[3]});
+  if (bytes.size() == 4) return v4({bytes[0], bytes[1], bytes[2], bytes[3]});
   if (bytes.size() == 16) {
     std::array<std::uint8_t, 16> b;
     std::copy(bytes.begin(), bytes.end(), b.begin());
@@ -114,12 +136,9 @@ IpAddress IpAddress::from_bytes(std::span<const std::uint8_t> bytes) {
 }
 
 IpAddress IpAddress::parse(std::string_view text) {
-  if (text.empty())
-    throw AddressError("invalid IP address \"\": empty");
-  if (text.find(':') != std::string_view::npos)
-    return parse_v6(text);
-  if (text.find('.') != std::string_view::npos)
-    return parse_v4(text);
+  if (text.empty()) throw AddressError("invalid IP address \"\": empty");
+  if (text.find(':') != std::string_view::npos) return parse_v6(text);
+  if (text.find('.') != std::string_view::npos) return parse_v4(text);
   fail("IP address", text, "neither a dotted IPv4 address nor an IPv6 address");
 }
 
@@ -147,8 +166,7 @@ uint128 IpAddress::to_integer() const {
 }
 
 std::uint32_t IpAddress::to_v4_integer() const {
-  if (!is_v4())
-    throw AddressError("address " + to_string() + " is not IPv4");
+  if (!is_v4()) throw AddressError("address " + to_string() + " is not IPv4");
   return static_cast<std::uint32_t>(to_integer());
 }
 
@@ -172,27 +190,74 @@ bool IpAddress::is_multicast() const {
 std::optional<IpAddress> IpAddress::advanced(uint128 delta) const {
   const uint128 max = low_mask(bit_width());
   const uint128 value = to_integer();
-  if (delta > max - value)
-    return std::nullopt;
+  if (delta > max - value) return std::nullopt;
   return from_integer(family_, value + delta);
 }
 
 std::optional<IpAddress> IpAddress::previous() const {
   const uint128 value = to_integer();
-  if (value == 0)
-    return std::nullopt;
+  if (value == 0) return std::nullopt;
   return from_integer(family_, value - 1);
 }
 
 std::string IpAddress::to_string() const {
-  char buffer[INET6_ADDRSTRLEN];
-  inet_ntop(af(), bytes_.data(), buffer, sizeof buffer);
-  return buffer;
+  if (is_v4()) {
+    return std::to_string(bytes_[0]) + "." + std::to_string(bytes_[1]) + "." +
+           std::to_string(bytes_[2]) + "." + std::to_string(bytes_[3]);
+  }
+  // RFC 5952: lower-case hex without leading zeros; the longest run of two or more zero groups
+  // (the first of equal runs) becomes "::"; dotted notation only for IPv4-mapped addresses.
+  // (glibc's inet_ntop also writes ::1:2 as ::0.1.0.2, which Go and Kubernetes never print.)
+  std::array<unsigned, 8> groups;
+  for (int i = 0; i < 8; ++i)
+    groups[i] = (bytes_[2 * i] << 8) | bytes_[2 * i + 1];
+  const bool mapped =
+      std::all_of(groups.begin(), groups.begin() + 5, [](unsigned g) { return g == 0; }) &&
+      groups[5] == 0xffff;
+  const int count = mapped ? 6 : 8;
+  int best_start = -1, best_length = 1;
+  for (int i = 0; i < count;) {
+    if (groups[i] != 0) {
+      ++i;
+      continue;
+    }
+    int j = i;
+    while (j < count && groups[j] == 0)
+      ++j;
+    if (j - i > best_length) {
+      best_start = i;
+      best_length = j - i;
+    }
+    i = j;
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string text;
+  for (int i = 0; i < count; ++i) {
+    if (i == best_start) {
+      text += "::";
+      i += best_length - 1;
+      continue;
+    }
+    if (!text.empty() && text.back() != ':') text += ':';
+    bool started = false;
+    for (int shift = 12; shift >= 0; shift -= 4) {
+      const unsigned digit = (groups[i] >> shift) & 0xf;
+      if (digit || started || shift == 0) {
+        text += kHex[digit];
+        started = true;
+      }
+    }
+  }
+  if (mapped) {
+    if (text.back() != ':') text += ':';
+    text += std::to_string(bytes_[12]) + "." + std::to_string(bytes_[13]) + "." +
+            std::to_string(bytes_[14]) + "." + std::to_string(bytes_[15]);
+  }
+  return text;
 }
 
 std::strong_ordering operator<=>(const IpAddress& a, const IpAddress& b) {
-  if (a.family_ != b.family_)
-    return a.family_ <=> b.family_;
+  if (a.family_ != b.family_) return a.family_ <=> b.family_;
   return a.bytes_ <=> b.bytes_;
 }
 
@@ -268,9 +333,9 @@ uint128 IpPrefix::size() const {
 }
 
 uint128 IpPrefix::host_count() const {
+  if (host_bits() >= 128) return kAllOnes;  // 2^128 - 1, exactly
   const uint128 n = size();
-  if (family() == Family::v4)
-    return length_ >= 31 ? n : n - 2;
+  if (family() == Family::v4) return length_ >= 31 ? n : n - 2;
   return length_ >= 127 ? n : n - 1;
 }
 
@@ -296,9 +361,8 @@ IpPrefix IpPrefix::subnet(unsigned new_length, uint128 index) const {
   }
   const unsigned extra = new_length - length_;
   if (extra < 128 && index >= (uint128{1} << extra)) {
-    throw std::out_of_range(network().to_string() + " has fewer than " +
-                            std::to_string(static_cast<unsigned long long>(index) + 1) + " /" +
-                            std::to_string(new_length) + " subnets");
+    throw std::out_of_range(network().to_string() + " has only " + to_decimal(uint128{1} << extra) +
+                            " /" + std::to_string(new_length) + " subnets");
   }
   const unsigned shift = address_.bit_width() - new_length;
   const uint128 offset = shift >= 128 ? 0 : index << shift;
@@ -307,8 +371,7 @@ IpPrefix IpPrefix::subnet(unsigned new_length, uint128 index) const {
 }
 
 bool IpPrefix::contains(const IpAddress& address) const {
-  if (address.family() != family())
-    return false;
+  if (address.family() != family()) return false;
   const uint128 host_mask = low_mask(host_bits());
   return (address.to_integer() & ~host_mask) == (address_.to_integer() & ~host_mask);
 }
@@ -326,8 +389,7 @@ std::string IpPrefix::to_string() const {
 }
 
 std::strong_ordering operator<=>(const IpPrefix& a, const IpPrefix& b) {
-  if (auto c = a.address_ <=> b.address_; c != 0)
-    return c;
+  if (auto c = a.address_ <=> b.address_; c != 0) return c;
   return a.length_ <=> b.length_;
 }
 
@@ -376,8 +438,7 @@ std::string MacAddress::to_string() const {
   std::string text;
   text.reserve(17);
   for (std::size_t i = 0; i < bytes_.size(); ++i) {
-    if (i)
-      text += ':';
+    if (i) text += ':';
     text += kHex[bytes_[i] >> 4];
     text += kHex[bytes_[i] & 0xf];
   }

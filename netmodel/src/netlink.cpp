@@ -91,8 +91,7 @@ bool is_transient(int err) {
 template <class T, void (*Free)(T*)>
 struct Deleter {
   void operator()(T* p) const {
-    if (p)
-      Free(p);
+    if (p) Free(p);
   }
 };
 void put_link(rtnl_link* l) {
@@ -126,8 +125,7 @@ using CbPtr = std::unique_ptr<nl_cb, Deleter<nl_cb, put_cb>>;
 
 template <class T>
 T* checked_alloc(T* p) {
-  if (p == nullptr)
-    throw std::bad_alloc();
+  if (p == nullptr) throw std::bad_alloc();
   return p;
 }
 
@@ -150,10 +148,8 @@ IpAddress from_nl_addr(nl_addr* a) {
 LinkInfo to_link_info(rtnl_link* l) {
   LinkInfo info;
   info.index = rtnl_link_get_ifindex(l);
-  if (const char* name = rtnl_link_get_name(l))
-    info.name = name;
-  if (const char* kind = rtnl_link_get_type(l))
-    info.kind = kind;
+  if (const char* name = rtnl_link_get_name(l)) info.name = name;
+  if (const char* kind = rtnl_link_get_type(l)) info.kind = kind;
   if (nl_addr* a = rtnl_link_get_addr(l); a && nl_addr_get_len(a) == 6) {
     const auto* b = static_cast<const std::uint8_t*>(nl_addr_get_binary_addr(a));
     info.mac = MacAddress({b[0], b[1], b[2], b[3], b[4], b[5]});
@@ -163,24 +159,20 @@ LinkInfo to_link_info(rtnl_link* l) {
   info.master = rtnl_link_get_master(l);
   info.peer_index = rtnl_link_get_link(l);
   std::int32_t nsid = -1;
-  if (rtnl_link_get_link_netnsid(l, &nsid) == 0)
-    info.link_netnsid = nsid;
-  if (const char* alias = rtnl_link_get_ifalias(l))
-    info.alias = alias;
+  if (rtnl_link_get_link_netnsid(l, &nsid) == 0) info.link_netnsid = nsid;
+  if (const char* alias = rtnl_link_get_ifalias(l)) info.alias = alias;
   return info;
 }
 
 }  // namespace
 
 std::string interface_name_problem(std::string_view name) {
-  if (name.empty())
-    return "interface name is empty";
+  if (name.empty()) return "interface name is empty";
   if (name.size() >= IFNAMSIZ) {
     return "interface name " + quote(name) + " is " + std::to_string(name.size()) +
            " bytes long; at most " + std::to_string(IFNAMSIZ - 1) + " are allowed";
   }
-  if (name == "." || name == "..")
-    return "interface name " + quote(name) + " is not allowed";
+  if (name == "." || name == "..") return "interface name " + quote(name) + " is not allowed";
   for (const char c : name) {
     if (c == '/' || c == ':' || std::isspace(static_cast<unsigned char>(c))) {
       return "interface name " + quote(name) + " contains " +
@@ -202,14 +194,10 @@ std::string Route::to_string() const {
   std::string text =
       destination ? destination->to_string()
                   : std::string(effective_family() == Family::v4 ? "default" : "default (IPv6)");
-  if (gateway)
-    text += " via " + gateway->to_string();
-  if (oif)
-    text += " dev #" + std::to_string(oif);
-  if (table != RT_TABLE_MAIN)
-    text += " table " + std::to_string(table);
-  if (metric)
-    text += " metric " + std::to_string(metric);
+  if (gateway) text += " via " + gateway->to_string();
+  if (oif) text += " dev #" + std::to_string(oif);
+  if (table != RT_TABLE_MAIN) text += " table " + std::to_string(table);
+  if (metric) text += " metric " + std::to_string(metric);
   return text;
 }
 
@@ -228,12 +216,10 @@ class Request {
     for (int attempt = 0;; ++attempt) {
       slot_->kernel_errno = 0;
       const int result = send(socket_);
-      if (result >= 0)
-        return 0;
+      if (result >= 0) return 0;
       const int err = slot_->kernel_errno ? slot_->kernel_errno : errno_of_nle(result);
       for (int t : tolerated) {
-        if (err == t)
-          return err;
+        if (err == t) return err;
       }
       if (is_transient(err) && attempt + 1 < Netlink::kRetries) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1 << attempt));
@@ -271,17 +257,22 @@ class LinkChange {
     return *this;
   }
   LinkChange& u32(int type, std::uint32_t value) {
-    nla_put_u32(msg(), type, value);
+    checked(nla_put_u32(msg(), type, value));
     return *this;
   }
   LinkChange& bytes(int type, const void* data, std::size_t size) {
-    nla_put(msg(), type, static_cast<int>(size), data);
+    checked(nla_put(msg(), type, static_cast<int>(size), data));
     return *this;
   }
   LinkChange& string(int type, std::string_view value) {
     const std::string copy(value);
-    nla_put_string(msg(), type, copy.c_str());
+    checked(nla_put_string(msg(), type, copy.c_str()));
     return *this;
+  }
+  // A put that does not fit would otherwise send the request without the attribute, and the
+  // kernel would acknowledge a change that never happened.
+  static void checked(int result) {
+    if (result < 0) throw_errno(EMSGSIZE, "build netlink request (attribute too large)");
   }
 
   // Sends the request and waits for the kernel's acknowledgement.
@@ -322,27 +313,31 @@ Netlink::~Netlink() {
 }
 
 void Netlink::close() {
-  if (socket_)
-    nl_socket_free(socket_);
+  if (socket_) nl_socket_free(socket_);
   delete error_;
   socket_ = nullptr;
   error_ = nullptr;
 }
 
 Netlink Netlink::open() {
-  auto slot = std::make_unique<ErrorSlot>();
-  nl_sock* socket = checked_alloc(nl_socket_alloc());
-  if (const int err = nl_connect(socket, NETLINK_ROUTE); err < 0) {
-    nl_socket_free(socket);
-    throw_errno(errno_of_nle(err), std::string("open rtnetlink socket (") + nl_geterror(err) + ")");
-  }
-  nl_socket_modify_err_cb(socket, NL_CB_CUSTOM, on_netlink_error, slot.get());
-  return Netlink(socket, NetNs::current(), slot.release());
+  return open_with_handle(NetNs::current());
 }
 
 Netlink Netlink::open(const NetNs& ns) {
-  // The socket belongs to the namespace it was created in.
-  return run_in(ns, [] { return Netlink::open(); });
+  // The socket belongs to the namespace it was created in; the handle names ns itself.
+  NetNs handle = ns.dup();
+  return run_in(ns, [&] { return open_with_handle(std::move(handle)); });
+}
+
+Netlink Netlink::open_with_handle(NetNs netns) {
+  auto slot = std::make_unique<ErrorSlot>();
+  std::unique_ptr<nl_sock, void (*)(nl_sock*)> socket(checked_alloc(nl_socket_alloc()),
+                                                      nl_socket_free);
+  if (const int err = nl_connect(socket.get(), NETLINK_ROUTE); err < 0) {
+    throw_errno(errno_of_nle(err), std::string("open rtnetlink socket (") + nl_geterror(err) + ")");
+  }
+  nl_socket_modify_err_cb(socket.get(), NL_CB_CUSTOM, on_netlink_error, slot.get());
+  return Netlink(socket.release(), std::move(netns), slot.release());
 }
 
 // --- links ---
@@ -355,8 +350,7 @@ std::optional<LinkInfo> Netlink::find_link(std::string_view name) {
       Request(socket_, error_)
           .run("find link " + quote(name),
                [&](nl_sock* s) { return rtnl_link_get_kernel(s, 0, n.c_str(), &found); }, {ENODEV});
-  if (gone)
-    return std::nullopt;
+  if (gone) return std::nullopt;
   LinkPtr link(found);
   return to_link_info(link.get());
 }
@@ -368,21 +362,18 @@ std::optional<LinkInfo> Netlink::find_link(int index) {
           .run("find " + link_ref(index),
                [&](nl_sock* s) { return rtnl_link_get_kernel(s, index, nullptr, &found); },
                {ENODEV});
-  if (gone)
-    return std::nullopt;
+  if (gone) return std::nullopt;
   LinkPtr link(found);
   return to_link_info(link.get());
 }
 
 LinkInfo Netlink::link(std::string_view name) {
-  if (auto info = find_link(name))
-    return *info;
+  if (auto info = find_link(name)) return *info;
   throw_errno(ENODEV, "find link " + quote(name));
 }
 
 LinkInfo Netlink::link(int index) {
-  if (auto info = find_link(index))
-    return *info;
+  if (auto info = find_link(index)) return *info;
   throw_errno(ENODEV, "find " + link_ref(index));
 }
 
@@ -403,7 +394,9 @@ void Netlink::add_veth(const VethSpec& spec) {
   validate_interface_name(spec.name);
   validate_interface_name(spec.peer_name);
   LinkPtr link(checked_alloc(rtnl_link_veth_alloc()));
+  // rtnl_link_veth_get_peer takes a reference; the link keeps its own, so drop ours at once.
   rtnl_link* peer = rtnl_link_veth_get_peer(link.get());
+  rtnl_link_put(peer);
   rtnl_link_set_name(link.get(), spec.name.c_str());
   rtnl_link_set_name(peer, spec.peer_name.c_str());
   // Name both namespaces explicitly: without IFLA_NET_NS_FD the kernel puts an end in the
@@ -423,7 +416,6 @@ void Netlink::add_veth(const VethSpec& spec) {
     peer_mac.reset(checked_alloc(nl_addr_build(AF_LLC, spec.peer_mac->bytes().data(), 6)));
     rtnl_link_set_addr(peer, peer_mac.get());
   }
-  rtnl_link_put(peer);  // rtnl_link_veth_get_peer took a reference
   Request(socket_, error_)
       .run("create veth " + quote(spec.name) + " with peer " + quote(spec.peer_name),
            [&](nl_sock* s) { return rtnl_link_add(s, link.get(), NLM_F_CREATE | NLM_F_EXCL); });
@@ -434,8 +426,7 @@ void Netlink::add_bridge(const BridgeSpec& spec) {
   LinkPtr link(checked_alloc(rtnl_link_alloc()));
   rtnl_link_set_type(link.get(), "bridge");
   rtnl_link_set_name(link.get(), spec.name.c_str());
-  if (spec.mtu)
-    rtnl_link_set_mtu(link.get(), spec.mtu);
+  if (spec.mtu) rtnl_link_set_mtu(link.get(), spec.mtu);
   NlAddrPtr mac;
   if (spec.mac) {
     mac.reset(checked_alloc(nl_addr_build(AF_LLC, spec.mac->bytes().data(), 6)));
@@ -543,7 +534,8 @@ void Netlink::set_hairpin(int port_index, bool on) {
   // Bridge port attributes travel in IFLA_PROTINFO of an AF_BRIDGE RTM_SETLINK.
   LinkChange change(port_index, AF_BRIDGE);
   nlattr* protinfo = nla_nest_start(change.msg(), IFLA_PROTINFO | NLA_F_NESTED);
-  nla_put_u8(change.msg(), IFLA_BRPORT_MODE, on ? 1 : 0);
+  if (!protinfo) LinkChange::checked(-NLE_NOMEM);
+  LinkChange::checked(nla_put_u8(change.msg(), IFLA_BRPORT_MODE, on ? 1 : 0));
   nla_nest_end(change.msg(), protinfo);
   Request(socket_, error_)
       .run(std::string("turn hairpin mode ") + (on ? "on" : "off") + " on bridge port " +
@@ -560,22 +552,16 @@ bool Netlink::hairpin(int port_index) {
   auto on_message = [](nl_msg* msg, void* arg) -> int {
     auto* st = static_cast<State*>(arg);
     nlmsghdr* header = nlmsg_hdr(msg);
-    if (header->nlmsg_type != RTM_NEWLINK)
-      return NL_OK;
+    if (header->nlmsg_type != RTM_NEWLINK) return NL_OK;
     const auto* info = static_cast<const ifinfomsg*>(nlmsg_data(header));
-    if (info->ifi_index != st->index)
-      return NL_OK;
+    if (info->ifi_index != st->index) return NL_OK;
     nlattr* attrs[IFLA_MAX + 1] = {};
-    if (nlmsg_parse(header, sizeof(ifinfomsg), attrs, IFLA_MAX, nullptr) < 0)
-      return NL_OK;
+    if (nlmsg_parse(header, sizeof(ifinfomsg), attrs, IFLA_MAX, nullptr) < 0) return NL_OK;
     st->mode = false;
-    if (!attrs[IFLA_PROTINFO])
-      return NL_OK;
+    if (!attrs[IFLA_PROTINFO]) return NL_OK;
     nlattr* port[IFLA_BRPORT_MAX + 1] = {};
-    if (nla_parse_nested(port, IFLA_BRPORT_MAX, attrs[IFLA_PROTINFO], nullptr) < 0)
-      return NL_OK;
-    if (port[IFLA_BRPORT_MODE])
-      st->mode = nla_get_u8(port[IFLA_BRPORT_MODE]) != 0;
+    if (nla_parse_nested(port, IFLA_BRPORT_MAX, attrs[IFLA_PROTINFO], nullptr) < 0) return NL_OK;
+    if (port[IFLA_BRPORT_MODE]) st->mode = nla_get_u8(port[IFLA_BRPORT_MODE]) != 0;
     return NL_OK;
   };
   const std::string operation = "read hairpin mode of " + link_ref(port_index);
@@ -589,13 +575,11 @@ bool Netlink::hairpin(int port_index) {
     nl_cb* base = nl_socket_get_cb(s);
     CbPtr cb(nl_cb_clone(base));
     nl_cb_put(base);
-    if (!cb)
-      return -NLE_NOMEM;
+    if (!cb) return -NLE_NOMEM;
     nl_cb_set(cb.get(), NL_CB_VALID, NL_CB_CUSTOM, on_message, &state);
     return nl_recvmsgs(s, cb.get());
   });
-  if (!state.mode)
-    throw_errno(ENOENT, operation + " (not a bridge port)");
+  if (!state.mode) throw_errno(ENOENT, operation + " (not a bridge port)");
   return *state.mode;
 }
 
@@ -634,12 +618,9 @@ void Netlink::add_address(int index, const IpPrefix& address, AddressOptions opt
     rtnl_addr_set_broadcast(addr.get(), broadcast.get());
   }
   unsigned flags = 0;
-  if (options.nodad)
-    flags |= IFA_F_NODAD;
-  if (options.noprefixroute)
-    flags |= IFA_F_NOPREFIXROUTE;
-  if (flags)
-    rtnl_addr_set_flags(addr.get(), flags);
+  if (options.nodad) flags |= IFA_F_NODAD;
+  if (options.noprefixroute) flags |= IFA_F_NOPREFIXROUTE;
+  if (flags) rtnl_addr_set_flags(addr.get(), flags);
   Request(socket_, error_)
       .run("add address " + address.to_string() + " to " + link_ref(index),
            [&](nl_sock* s) { return rtnl_addr_add(s, addr.get(), NLM_F_EXCL); });
@@ -662,19 +643,15 @@ std::vector<AddressInfo> Netlink::addresses(int index, std::optional<Family> fam
   std::vector<AddressInfo> result;
   for (nl_object* o = nl_cache_get_first(cache.get()); o; o = nl_cache_get_next(o)) {
     auto* a = reinterpret_cast<rtnl_addr*>(o);
-    if (index && rtnl_addr_get_ifindex(a) != index)
-      continue;
+    if (index && rtnl_addr_get_ifindex(a) != index) continue;
     nl_addr* local = rtnl_addr_get_local(a);
-    if (!local)
-      continue;
+    if (!local) continue;
     const int af = rtnl_addr_get_family(a);
-    if (af != AF_INET && af != AF_INET6)
-      continue;
+    if (af != AF_INET && af != AF_INET6) continue;
     AddressInfo info;
     info.index = rtnl_addr_get_ifindex(a);
     info.prefix = IpPrefix(from_nl_addr(local), static_cast<unsigned>(rtnl_addr_get_prefixlen(a)));
-    if (family && info.prefix.family() != *family)
-      continue;
+    if (family && info.prefix.family() != *family) continue;
     info.scope = static_cast<RouteScope>(rtnl_addr_get_scope(a));
     info.flags = rtnl_addr_get_flags(a);
     result.push_back(info);
@@ -702,8 +679,7 @@ RoutePtr build_route(const Route& route, bool for_delete) {
   rtnl_route_set_dst(r.get(), dst.get());
   rtnl_route_set_table(r.get(), route.table);
   rtnl_route_set_type(r.get(), RTN_UNICAST);
-  if (route.metric)
-    rtnl_route_set_priority(r.get(), route.metric);
+  if (route.metric) rtnl_route_set_priority(r.get(), route.metric);
   if (for_delete) {
     // Scope "nowhere" and protocol 0 match any route to the destination (as `ip route del`).
     rtnl_route_set_scope(r.get(), RT_SCOPE_NOWHERE);
@@ -720,8 +696,7 @@ RoutePtr build_route(const Route& route, bool for_delete) {
   }
   if (route.gateway || route.oif) {
     rtnl_nexthop* nh = checked_alloc(rtnl_route_nh_alloc());
-    if (route.oif)
-      rtnl_route_nh_set_ifindex(nh, route.oif);
+    if (route.oif) rtnl_route_nh_set_ifindex(nh, route.oif);
     if (route.gateway) {
       NlAddrPtr gw = to_nl_addr(*route.gateway, route.gateway->bit_width());
       rtnl_route_nh_set_gateway(nh, gw.get());
@@ -764,27 +739,22 @@ std::vector<Route> Netlink::routes(Family family, unsigned table) {
   std::vector<Route> result;
   for (nl_object* o = nl_cache_get_first(cache.get()); o; o = nl_cache_get_next(o)) {
     auto* r = reinterpret_cast<rtnl_route*>(o);
-    if (rtnl_route_get_table(r) != table || rtnl_route_get_type(r) != RTN_UNICAST)
-      continue;
-    if (rtnl_route_get_flags(r) & RTM_F_CLONED)
-      continue;
+    if (rtnl_route_get_table(r) != table || rtnl_route_get_type(r) != RTN_UNICAST) continue;
+    if (rtnl_route_get_flags(r) & RTM_F_CLONED) continue;
     Route route;
     route.family = family;
     nl_addr* dst = rtnl_route_get_dst(r);
     const unsigned length = dst ? static_cast<unsigned>(nl_addr_get_prefixlen(dst)) : 0;
-    if (dst && length > 0)
-      route.destination = IpPrefix(from_nl_addr(dst), length);
+    if (dst && length > 0) route.destination = IpPrefix(from_nl_addr(dst), length);
     route.scope = static_cast<RouteScope>(rtnl_route_get_scope(r));
     route.table = table;
     route.metric = rtnl_route_get_priority(r);
     route.protocol = rtnl_route_get_protocol(r);
-    if (nl_addr* src = rtnl_route_get_pref_src(r))
-      route.source = from_nl_addr(src);
+    if (nl_addr* src = rtnl_route_get_pref_src(r)) route.source = from_nl_addr(src);
     if (rtnl_route_get_nnexthops(r) > 0) {
       rtnl_nexthop* nh = rtnl_route_nexthop_n(r, 0);
       route.oif = rtnl_route_nh_get_ifindex(nh);
-      if (nl_addr* gw = rtnl_route_nh_get_gateway(nh))
-        route.gateway = from_nl_addr(gw);
+      if (nl_addr* gw = rtnl_route_nh_get_gateway(nh)) route.gateway = from_nl_addr(gw);
     }
     result.push_back(route);
   }

@@ -30,8 +30,7 @@ std::string quote(const std::filesystem::path& path) {
 
 struct stat stat_or_throw(const std::filesystem::path& path, const std::string& operation) {
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0)
-    throw_errno(errno, operation);
+  if (::stat(path.c_str(), &st) != 0) throw_errno(errno, operation);
   return st;
 }
 
@@ -39,8 +38,7 @@ struct stat stat_or_throw(const std::filesystem::path& path, const std::string& 
 struct FdCloser {
   int fd;
   ~FdCloser() {
-    if (fd >= 0)
-      ::close(fd);
+    if (fd >= 0) ::close(fd);
   }
 };
 
@@ -53,15 +51,11 @@ void prepare_run_dir() {
     throw_errno(errno, "create directory " + quote(dir));
   }
   const int lock = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (lock < 0)
-    throw_errno(errno, "open directory " + quote(dir));
+  if (lock < 0) throw_errno(errno, "open directory " + quote(dir));
   FdCloser closer{lock};
-  if (::flock(lock, LOCK_EX) != 0)
-    throw_errno(errno, "lock directory " + quote(dir));
-  if (::mount("", dir.c_str(), "none", MS_SHARED | MS_REC, nullptr) == 0)
-    return;
-  if (errno != EINVAL)
-    throw_errno(errno, "make " + quote(dir) + " a shared mount");
+  if (::flock(lock, LOCK_EX) != 0) throw_errno(errno, "lock directory " + quote(dir));
+  if (::mount("", dir.c_str(), "none", MS_SHARED | MS_REC, nullptr) == 0) return;
+  if (errno != EINVAL) throw_errno(errno, "make " + quote(dir) + " a shared mount");
   // Not a mount point yet: bind it onto itself first.
   if (::mount(dir.c_str(), dir.c_str(), "none", MS_BIND | MS_REC, nullptr) != 0) {
     throw_errno(errno, "bind-mount " + quote(dir) + " onto itself");
@@ -73,11 +67,12 @@ void prepare_run_dir() {
 
 bool is_netns_fd(int fd) {
   const int type = ::ioctl(fd, NS_GET_NSTYPE);
-  if (type >= 0)
-    return type == CLONE_NEWNET;
-  // Kernels before 4.11 lack NS_GET_NSTYPE: accept any nsfs file.
+  if (type >= 0) return type == CLONE_NEWNET;
+  // Kernels before 4.11 answer ENOTTY for nsfs files: accept any nsfs file there. Any other
+  // file (a regular file, a stale placeholder) also answers ENOTTY, hence the fstatfs check.
+  if (errno != ENOTTY) return false;
   struct statfs fs {};
-  return errno == ENOTTY ? false : (::fstatfs(fd, &fs) == 0 && fs.f_type == NSFS_MAGIC);
+  return ::fstatfs(fd, &fs) == 0 && fs.f_type == NSFS_MAGIC;
 }
 
 }  // namespace
@@ -89,8 +84,7 @@ NetNs::NetNs(NetNs&& other) noexcept
 
 NetNs& NetNs::operator=(NetNs&& other) noexcept {
   if (this != &other) {
-    if (fd_ >= 0)
-      ::close(fd_);
+    if (fd_ >= 0) ::close(fd_);
     fd_ = std::exchange(other.fd_, -1);
     path_ = std::move(other.path_);
   }
@@ -98,14 +92,12 @@ NetNs& NetNs::operator=(NetNs&& other) noexcept {
 }
 
 NetNs::~NetNs() {
-  if (fd_ >= 0)
-    ::close(fd_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 NetNs NetNs::open(const std::filesystem::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    throw_errno(errno, "open netns " + quote(path));
+  if (fd < 0) throw_errno(errno, "open netns " + quote(path));
   if (!is_netns_fd(fd)) {
     ::close(fd);
     throw_errno(EINVAL, "open netns " + quote(path) +
@@ -120,7 +112,11 @@ NetNs NetNs::open_named(std::string_view name) {
 }
 
 NetNs NetNs::current() {
-  return open(kThreadNetns);
+  // Name it by pid and tid: /proc/thread-self means another thread when read elsewhere.
+  NetNs ns = open(kThreadNetns);
+  ns.path_ =
+      "/proc/" + std::to_string(::getpid()) + "/task/" + std::to_string(::gettid()) + "/ns/net";
+  return ns;
 }
 
 std::filesystem::path NetNs::path_of(std::string_view name) {
@@ -144,9 +140,20 @@ NetNs NetNs::create(std::string_view name, bool loopback_up) {
   const std::filesystem::path path = path_of(name);
   const std::string operation = "create netns " + quote(path);
   const int placeholder = ::open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
-  if (placeholder < 0)
-    throw_errno(errno, operation);
+  if (placeholder < 0) throw_errno(errno, operation);
   ::close(placeholder);
+  // From here on, any failure removes the name again (and never hides the original error).
+  struct Undo {
+    std::string_view name;
+    bool armed = true;
+    ~Undo() {
+      if (!armed) return;
+      try {
+        remove(name);
+      } catch (...) {
+      }
+    }
+  } undo{name};
 
   // unshare() moves only the calling thread; do it on a thread of its own that ends right after
   // the bind mount, so no thread of the caller ever changes namespace.
@@ -163,21 +170,14 @@ NetNs NetNs::create(std::string_view name, bool loopback_up) {
       step = "bind mount";
     }
   }).join();
-  if (err != 0) {
-    ::unlink(path.c_str());
-    throw_errno(err, operation + " (" + step + ")");
+  if (err != 0) throw_errno(err, operation + " (" + step + ")");
+  NetNs ns = open(path);
+  if (loopback_up) {
+    Netlink netlink = Netlink::open(ns);
+    netlink.set_up(netlink.link("lo").index);
   }
-  try {
-    NetNs ns = open(path);
-    if (loopback_up) {
-      Netlink netlink = Netlink::open(ns);
-      netlink.set_up(netlink.link("lo").index);
-    }
-    return ns;
-  } catch (...) {
-    remove(name);
-    throw;
-  }
+  undo.armed = false;
+  return ns;
 }
 
 bool NetNs::remove(std::string_view name) {
@@ -188,8 +188,7 @@ bool NetNs::remove(std::string_view name) {
     throw_errno(errno, "unmount netns " + quote(path));
   }
   if (::unlink(path.c_str()) != 0) {
-    if (errno == ENOENT)
-      return false;
+    if (errno == ENOENT) return false;
     throw_errno(errno, "remove netns " + quote(path));
   }
   return true;
@@ -199,14 +198,12 @@ std::vector<std::string> NetNs::list_named() {
   std::vector<std::string> names;
   DIR* dir = ::opendir(std::string(kRunDir).c_str());
   if (dir == nullptr) {
-    if (errno == ENOENT)
-      return names;
+    if (errno == ENOENT) return names;
     throw_errno(errno, "list " + quote(std::string(kRunDir)));
   }
   while (const dirent* entry = ::readdir(dir)) {
     const std::string_view n = entry->d_name;
-    if (n != "." && n != "..")
-      names.emplace_back(n);
+    if (n != "." && n != "..") names.emplace_back(n);
   }
   ::closedir(dir);
   std::sort(names.begin(), names.end());
@@ -215,8 +212,7 @@ std::vector<std::string> NetNs::list_named() {
 
 NetNs NetNs::dup() const {
   const int fd = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
-  if (fd < 0)
-    throw_errno(errno, "duplicate netns handle " + quote(path_));
+  if (fd < 0) throw_errno(errno, "duplicate netns handle " + quote(path_));
   return NetNs(fd, path_);
 }
 
@@ -227,17 +223,14 @@ std::string NetNs::name() const {
 bool NetNs::same_as(const NetNs& other) const {
   struct stat a {
   }, b{};
-  if (::fstat(fd_, &a) != 0)
-    throw_errno(errno, "stat netns " + quote(path_));
-  if (::fstat(other.fd_, &b) != 0)
-    throw_errno(errno, "stat netns " + quote(other.path_));
+  if (::fstat(fd_, &a) != 0) throw_errno(errno, "stat netns " + quote(path_));
+  if (::fstat(other.fd_, &b) != 0) throw_errno(errno, "stat netns " + quote(other.path_));
   return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 bool NetNs::is_current() const {
   struct stat mine {};
-  if (::fstat(fd_, &mine) != 0)
-    throw_errno(errno, "stat netns " + quote(path_));
+  if (::fstat(fd_, &mine) != 0) throw_errno(errno, "stat netns " + quote(path_));
   const struct stat own = stat_or_throw(kThreadNetns, "stat own netns");
   return mine.st_dev == own.st_dev && mine.st_ino == own.st_ino;
 }
@@ -269,8 +262,7 @@ void run_on_thread_in(const NetNs& ns, const std::function<void()>& body) {
       failure = std::current_exception();
     }
   }).join();
-  if (failure)
-    std::rethrow_exception(failure);
+  if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace detail

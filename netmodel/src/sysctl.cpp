@@ -46,14 +46,12 @@ std::string read_sysctl(const NetNs& ns, std::string_view key) {
   const std::string path = sysctl_path(key);
   return run_in(ns, [&] {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-      throw_errno(errno, "read " + describe(key, ns));
+    if (fd < 0) throw_errno(errno, "read " + describe(key, ns));
     std::string value(4096, '\0');
     const ssize_t n = ::read(fd, value.data(), value.size());
     const int err = errno;
     ::close(fd);
-    if (n < 0)
-      throw_errno(err, "read " + describe(key, ns));
+    if (n < 0) throw_errno(err, "read " + describe(key, ns));
     value.resize(static_cast<std::size_t>(n));
     while (!value.empty() && value.back() == '\n')
       value.pop_back();
@@ -69,13 +67,11 @@ void write_sysctl(const NetNs& ns, std::string_view key, std::string_view value)
   }
   run_in(ns, [&] {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-      throw_errno(errno, "write " + describe(key, ns));
+    if (fd < 0) throw_errno(errno, "write " + describe(key, ns));
     const ssize_t n = ::write(fd, value.data(), value.size());
     const int err = errno;
     ::close(fd);
-    if (n < 0)
-      throw_errno(err, "write " + describe(key, ns) + " = \"" + std::string(value) + "\"");
+    if (n < 0) throw_errno(err, "write " + describe(key, ns) + " = \"" + std::string(value) + "\"");
   });
 }
 

@@ -13,9 +13,9 @@ namespace flatnet::netmodel {
 namespace {
 
 TEST(Leftovers, NoTestNamespaceRemains) {
-  if (::geteuid() != 0)
-    GTEST_SKIP() << "needs root";
-  // A killed test process cannot clean up; its namespaces are reaped here and still reported.
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  // A test process that was killed could not clean up: its namespaces are removed here, and
+  // reported, since the test that made them should have survived.
   const auto reaped = testing::ScratchNamespaces::reap_stale();
   EXPECT_THAT(reaped, ::testing::IsEmpty()) << "namespaces of dead test processes were left";
   for (const auto& name : NetNs::list_named()) {
@@ -24,8 +24,7 @@ TEST(Leftovers, NoTestNamespaceRemains) {
 }
 
 TEST(Leftovers, NoTestLinkInTheHostNamespace) {
-  if (::geteuid() != 0)
-    GTEST_SKIP() << "needs root";
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
   // Tests name their links fnt-* (or eth0/to-* inside their own namespaces).
   for (const auto& link : Netlink::open().links()) {
     EXPECT_NE(link.name.rfind("fnt-", 0), 0u) << "test link in the host namespace: " << link.name;

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -96,7 +97,9 @@ TEST_F(Netns, OpenNamesThePathAndTheErrno) {
 TEST_F(Netns, RemoveClearsAPlaceholderLeftByACrash) {
   const std::string name = scratch_.reserve_name("placeholder");
   // An empty file with no namespace mounted on it.
+  std::filesystem::create_directories(std::string(NetNs::kRunDir));
   std::ofstream(NetNs::path_of(name).string());
+  ASSERT_TRUE(std::filesystem::exists(NetNs::path_of(name)));
   EXPECT_THROW(NetNs::open_named(name), std::system_error);
   EXPECT_TRUE(NetNs::remove(name));
   EXPECT_THAT(NetNs::list_named(), Not(Contains(name)));
@@ -174,10 +177,10 @@ TEST_F(Netns, ANamespaceRemovedWhileAHandleIsOpenLivesUntilTheHandleCloses) {
   doomed.reset();  // the last reference
   // The kernel tears the namespace down asynchronously (cleanup_net); wait a bounded time.
   bool peer_gone = false;
-  for (int i = 0; i < 100 && !peer_gone; ++i) {
+  // Generous: teardown is slower while other tests destroy namespaces in parallel.
+  for (int i = 0; i < 600 && !peer_gone; ++i) {
     peer_gone = !other_nl.find_link("fnt-peer").has_value();
-    if (!peer_gone)
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (!peer_gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_TRUE(peer_gone) << "the veth peer should disappear with its namespace";
 }

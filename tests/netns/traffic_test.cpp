@@ -81,8 +81,7 @@ TEST_F(Traffic, ThreeNamespacesOnABridgeInAFourthReachEachOther) {
   std::uint16_t port = 9000;
   for (int from = 0; from < 3; ++from) {
     for (int to = 0; to < 3; ++to) {
-      if (from == to)
-        continue;
+      if (from == to) continue;
       expect_tcp_and_udp(*hosts[from], *hosts[to], "10.1.0." + std::to_string(to + 1),
                          "10.1.0." + std::to_string(from + 1), port++);
     }

@@ -55,16 +55,14 @@ Socket make_bound(const netmodel::NetNs& ns, const IpAddress& address, std::uint
                   int type) {
   return netmodel::run_in(ns, [&] {
     Socket s(::socket(address.af(), type | SOCK_CLOEXEC, 0));
-    if (s.fd() < 0)
-      netmodel::throw_errno(errno, "socket");
+    if (s.fd() < 0) netmodel::throw_errno(errno, "socket");
     const int one = 1;
     ::setsockopt(s.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     const SockAddr sa = to_sockaddr(address, port);
     if (::bind(s.fd(), sa.get(), sa.length) != 0) {
       netmodel::throw_errno(errno, "bind " + address.to_string() + ":" + std::to_string(port));
     }
-    if (type == SOCK_STREAM && ::listen(s.fd(), 16) != 0)
-      netmodel::throw_errno(errno, "listen");
+    if (type == SOCK_STREAM && ::listen(s.fd(), 16) != 0) netmodel::throw_errno(errno, "listen");
     return s;
   });
 }
@@ -83,16 +81,14 @@ std::string errno_text(const std::string& what, int err) {
 
 Socket& Socket::operator=(Socket&& other) noexcept {
   if (this != &other) {
-    if (fd_ >= 0)
-      ::close(fd_);
+    if (fd_ >= 0) ::close(fd_);
     fd_ = other.release();
   }
   return *this;
 }
 
 Socket::~Socket() {
-  if (fd_ >= 0)
-    ::close(fd_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 Socket listen_tcp(const netmodel::NetNs& ns, const IpAddress& address, std::uint16_t port) {
@@ -107,11 +103,13 @@ Exchange tcp_exchange(const netmodel::NetNs& client_ns, const Socket& listener,
                       const IpAddress& server, std::uint16_t port, const std::string& message,
                       std::chrono::milliseconds timeout) {
   Exchange result;
+  int socket_errno = 0;
   Socket client = netmodel::run_in(client_ns, [&] {
-    return Socket(::socket(server.af(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    Socket s(::socket(server.af(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    socket_errno = errno;
+    return s;
   });
-  if (client.fd() < 0)
-    return {false, errno_text("client socket", errno), {}, {}};
+  if (client.fd() < 0) return {false, errno_text("client socket", socket_errno), {}, {}};
   const SockAddr sa = to_sockaddr(server, port);
   if (::connect(client.fd(), sa.get(), sa.length) != 0 && errno != EINPROGRESS) {
     result.error = errno_text("connect", errno);
@@ -158,8 +156,7 @@ Exchange tcp_exchange(const netmodel::NetNs& client_ns, const Socket& listener,
   const ssize_t m = ::recv(client.fd(), buffer, sizeof buffer, 0);
   result.reply.assign(buffer, m > 0 ? static_cast<std::size_t>(m) : 0);
   result.ok = result.reply == answer;
-  if (!result.ok)
-    result.error = "client: unexpected answer \"" + result.reply + "\"";
+  if (!result.ok) result.error = "client: unexpected answer \"" + result.reply + "\"";
   return result;
 }
 
@@ -169,8 +166,7 @@ Exchange udp_exchange(const netmodel::NetNs& client_ns, const Socket& server_soc
   Exchange result;
   Socket client = netmodel::run_in(
       client_ns, [&] { return Socket(::socket(server.af(), SOCK_DGRAM | SOCK_CLOEXEC, 0)); });
-  if (client.fd() < 0)
-    return {false, errno_text("client socket", errno), {}, {}};
+  if (client.fd() < 0) return {false, errno_text("client socket", errno), {}, {}};
   const SockAddr sa = to_sockaddr(server, port);
   if (::sendto(client.fd(), message.data(), message.size(), 0, sa.get(), sa.length) < 0) {
     result.error = errno_text("sendto", errno);
@@ -197,8 +193,7 @@ Exchange udp_exchange(const netmodel::NetNs& client_ns, const Socket& server_soc
   const ssize_t m = ::recv(client.fd(), buffer, sizeof buffer, 0);
   result.reply.assign(buffer, m > 0 ? static_cast<std::size_t>(m) : 0);
   result.ok = result.reply == answer;
-  if (!result.ok)
-    result.error = "client: unexpected answer \"" + result.reply + "\"";
+  if (!result.ok) result.error = "client: unexpected answer \"" + result.reply + "\"";
   return result;
 }
 

@@ -23,6 +23,9 @@ namespace flatnet::netmodel {
 // 128-bit arithmetic on addresses (a GCC/Clang builtin type).
 __extension__ typedef unsigned __int128 uint128;
 
+// Decimal text of a 128-bit value (sizes of IPv6 prefixes).
+std::string to_decimal(uint128 value);
+
 enum class Family : std::uint8_t { v4 = 4, v6 = 6 };
 
 // Thrown for text that is not a valid address, prefix or MAC address.
@@ -111,7 +114,8 @@ class IpPrefix {
   IpAddress netmask() const;
   bool is_network() const { return address_ == network_address(); }
 
-  // Number of addresses, saturating at the largest uint128 for an IPv6 /0.
+  // Number of addresses. An IPv6 /0 holds 2^128, one more than uint128 can count: size()
+  // saturates there at 2^128 - 1 (and host_count() is 2^128 - 1 too).
   uint128 size() const;
   // Addresses a host may use: all but the network and broadcast addresses for IPv4 up to /30,
   // every address of an IPv4 /31 or /32 (RFC 3021), all but the subnet-router anycast address

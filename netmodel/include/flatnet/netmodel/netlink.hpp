@@ -177,6 +177,8 @@ class Netlink {
 
  private:
   Netlink(nl_sock* socket, NetNs netns, ErrorSlot* slot);
+  // A socket in the calling thread's namespace, described by `netns`.
+  static Netlink open_with_handle(NetNs netns);
   void close();
 
   nl_sock* socket_ = nullptr;

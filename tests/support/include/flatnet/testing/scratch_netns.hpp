@@ -3,7 +3,8 @@
 // Namespaces for root tests: each test makes uniquely named `flatnet-test-<pid>-<n>-<role>`
 // namespaces through a ScratchNamespaces, which removes them when it goes out of scope (the test
 // passed, failed an assertion or threw). Namespaces left by a test process that was killed are
-// removed by reap_stale(), which NetnsTest runs once per process.
+// found and removed by reap_stale(), which the last netns test (netns.leftovers) runs and
+// reports as a failure.
 
 #include <gtest/gtest.h>
 
