@@ -1,0 +1,2 @@
+// Tests of the CNI plugin binaries run as a runtime would.
+#include <gtest/gtest.h>

@@ -1,0 +1,2 @@
+// Filled in by the tests of the cni library.
+#include <gtest/gtest.h>
