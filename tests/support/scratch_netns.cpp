@@ -43,6 +43,12 @@ netmodel::NetNs& ScratchNamespaces::add(std::string_view role) {
   return handles_.back();
 }
 
+void ScratchNamespaces::destroy(netmodel::NetNs& ns) {
+  const std::string name = ns.name();
+  { netmodel::NetNs closed = std::move(ns); }
+  netmodel::NetNs::remove(name);
+}
+
 void ScratchNamespaces::remove_all() noexcept {
   handles_.clear();
   for (const auto& name : names_) {

@@ -32,6 +32,9 @@ class ScratchNamespaces {
   // fake the namespace themselves.
   std::string reserve_name(std::string_view role);
   const std::vector<std::string>& names() const { return names_; }
+  // Destroys one namespace made by add(): closes this object's handle (moving out of `ns`) and
+  // removes its name, so the kernel tears it down once nothing else holds it.
+  void destroy(netmodel::NetNs& ns);
   // Closes every handle and removes every name this object created; never throws.
   void remove_all() noexcept;
 
