@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <functional>
 #include <random>
+#include <set>
 #include <system_error>
 
 #include "flatnet/cni/error.hpp"
 #include "flatnet/cni/exec.hpp"
 #include "flatnet/cni/ipam.hpp"
+#include "flatnet/cni/masquerade.hpp"
 #include "flatnet/netmodel/error.hpp"
 #include "flatnet/netmodel/netlink.hpp"
 #include "flatnet/netmodel/sysctl.hpp"
@@ -162,9 +164,11 @@ void refuse_unimplemented(const json& raw) {
     std::function<bool(const json&)> is_default;
   };
   const Field fields[] = {
-      {"ipMasq", [](const json& v) { return v.is_boolean() && !v.get<bool>(); }},
       {"ipMasqBackend",
-       [](const json& v) { return v.is_string() && v.get<std::string>().empty(); }},
+       [](const json& v) {
+         return v.is_string() &&
+                (v.get<std::string>().empty() || v.get<std::string>() == "iptables");
+       }},
       {"vlan", [](const json& v) { return v.is_number_integer() && v.get<long long>() == 0; }},
       {"vlanTrunk", [](const json& v) { return v.is_array() && v.empty(); }},
       {"preserveDefaultVlan", [](const json& v) { return v.is_boolean() && v.get<bool>(); }},
@@ -219,6 +223,7 @@ BridgeConfig parse_bridge_config(const Request& request) {
   c.hairpin_mode = get_bool(raw, "hairpinMode", false, "hairpinMode");
   c.promisc_mode = get_bool(raw, "promiscMode", false, "promiscMode");
   c.enable_dad = get_bool(raw, "enabledad", false, "enabledad");
+  c.ip_masq = get_bool(raw, "ipMasq", false, "ipMasq");
   c.mtu = static_cast<unsigned>(get_int(raw, "mtu", 0, "mtu", 0, 65535));
   if (c.mtu != 0 && c.mtu < 68) {
     throw CniError(ErrorCode::invalid_network_config,
@@ -337,6 +342,13 @@ Result BridgePlugin::add(const Request& request) {
       enable_forwarding(ip.address.family());
     }
   }
+  if (config.ip_masq && !ipam.ips.empty()) {
+    std::vector<IpPrefix> addresses;
+    for (const auto& ip : ipam.ips)
+      addresses.push_back(ip.address);
+    rollback.add([&] { teardown_masquerade(request.conf.name, env.container_id); });
+    setup_masquerade(request.conf.name, env.container_id, addresses);
+  }
   result.dns = ipam.dns;
   if (request.conf.raw.contains("dns")) {
     const Dns configured = parse_dns(request.conf.raw["dns"]);
@@ -348,8 +360,9 @@ Result BridgePlugin::add(const Request& request) {
 
 void BridgePlugin::del(const Request& request) {
   const BridgeConfig config = parse_bridge_config(request);
-  // The addresses are released whatever state the container is in.
+  // The addresses and the masquerade rules go whatever state the container is in.
   run_ipam(request, config, Command::del);
+  if (config.ip_masq) teardown_masquerade(request.conf.name, request.env.container_id);
   if (request.env.netns.empty()) return;
   std::optional<NetNs> ns;
   try {
@@ -432,7 +445,17 @@ void BridgePlugin::status(const Request& request) {
 }
 
 void BridgePlugin::gc(const Request& request) {
-  run_ipam(request, parse_bridge_config(request), Command::gc);
+  const BridgeConfig config = parse_bridge_config(request);
+  run_ipam(request, config, Command::gc);
+  const json& raw = request.conf.raw;
+  const char* key = raw.contains("cni.dev/valid-attachments") ? "cni.dev/valid-attachments"
+                    : raw.contains("cni.dev/attachments")     ? "cni.dev/attachments"
+                                                              : nullptr;
+  if (!config.ip_masq || !key || !raw[key].is_array()) return;
+  std::set<std::string> valid;
+  for (const auto& a : raw[key])
+    valid.insert(get_string(a, "containerID", "", key));
+  gc_masquerade(request.conf.name, valid);
 }
 
 }  // namespace flatnet::cni

@@ -25,10 +25,12 @@ Configuration fields (those of the reference bridge plugin):
   hairpinMode        let frames leave the bridge port they came in by
   promiscMode        turn promiscuous mode on on the bridge
   enabledad          run IPv6 duplicate address detection on the container's addresses
+  ipMasq             SNAT traffic from the pod that leaves its subnet (iptables rules tagged
+                     with the network and container, removed by DEL and GC)
   ipam               the IPAM configuration (see flatnet-ipam --help)
 The container MAC may come from runtimeConfig.mac, args.cni.mac or CNI_ARGS MAC=.
-Not implemented, refused when set: ipMasq, vlan, vlanTrunk, macspoofchk, portIsolation,
-disableContainerInterface. See docs/cni.md.
+Not implemented, refused when set: vlan, vlanTrunk, macspoofchk, portIsolation,
+disableContainerInterface, ipMasqBackend other than iptables. See docs/cni.md.
 )";
 
 }  // namespace

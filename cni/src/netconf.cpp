@@ -1,5 +1,7 @@
 #include "flatnet/cni/netconf.hpp"
 
+#include <limits>
+
 #include "flatnet/cni/environment.hpp"
 #include "flatnet/cni/error.hpp"
 #include "flatnet/cni/version.hpp"
@@ -62,7 +64,11 @@ NetConf parse_netconf(std::string_view text) {
     conf.ipam_type = get_string(raw["ipam"], "type", "", "ipam.type");
   }
   if (raw.contains("prevResult") && !raw["prevResult"].is_null()) {
-    conf.prev_result = parse_result(raw["prevResult"]);
+    try {
+      conf.prev_result = parse_result(raw["prevResult"]);
+    } catch (const CniError& e) {
+      throw CniError(e.code(), std::string("prevResult: ") + e.what(), e.details());
+    }
   }
   return conf;
 }
@@ -84,8 +90,13 @@ long long get_int(const json& object, const char* key, long long fallback, const
                   long long min, long long max) {
   if (!object.is_object() || !object.contains(key) || object[key].is_null()) return fallback;
   if (!object[key].is_number_integer()) invalid(path, object[key], "expected an integer");
-  const long long value = object[key].get<long long>();
-  if (value < min || value > max) {
+  // A number past LLONG_MAX is stored unsigned; get<long long>() would wrap it to a negative.
+  const bool past_long_long =
+      object[key].is_number_unsigned() &&
+      object[key].get<unsigned long long>() >
+          static_cast<unsigned long long>(std::numeric_limits<long long>::max());
+  const long long value = past_long_long ? max : object[key].get<long long>();
+  if (past_long_long || value < min || value > max) {
     invalid(path, object[key], "out of range " + std::to_string(min) + ".." + std::to_string(max));
   }
   return value;

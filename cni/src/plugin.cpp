@@ -32,6 +32,13 @@ void require_version(const NetConf& conf, Command command, std::string_view mini
   }
 }
 
+// Messages quote what the runtime passed (CNI_CONTAINERID, CNI_IFNAME, stdin), which need not be
+// UTF-8: a strict dump would throw from the error path and print nothing, so invalid bytes
+// become U+FFFD.
+std::string dump_error(const CniError& e, const std::string& version) {
+  return e.to_json(version).dump(2, ' ', false, json::error_handler_t::replace);
+}
+
 }  // namespace
 
 int run_plugin(Plugin& plugin, const PluginIo& io, const std::string& about) {
@@ -75,9 +82,9 @@ int run_plugin(Plugin& plugin, const PluginIo& io, const std::string& about) {
     }
     return 0;
   } catch (const CniError& e) {
-    *io.out << e.to_json(error_version).dump(2) << "\n";
+    *io.out << dump_error(e, error_version) << "\n";
   } catch (const std::exception& e) {
-    *io.out << CniError(ErrorCode::plugin_failure, e.what()).to_json(error_version).dump(2) << "\n";
+    *io.out << dump_error(CniError(ErrorCode::plugin_failure, e.what()), error_version) << "\n";
   }
   return 1;
 }

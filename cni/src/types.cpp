@@ -1,5 +1,8 @@
 #include "flatnet/cni/types.hpp"
 
+#include <cstdint>
+#include <limits>
+
 #include "flatnet/cni/error.hpp"
 #include "flatnet/cni/version.hpp"
 
@@ -23,8 +26,16 @@ std::string string_at(const json& object, const char* key, const std::string& pa
 
 std::optional<int> int_at(const json& object, const char* key, const std::string& path) {
   if (!object.contains(key) || object[key].is_null()) return std::nullopt;
-  if (!object[key].is_number_integer()) bad(path + "." + key, object[key], "expected an integer");
-  return object[key].get<int>();
+  const json& value = object[key];
+  if (!value.is_number_integer()) bad(path + "." + key, value, "expected an integer");
+  // get<int>() would wrap 4294967296 to 0.
+  const bool fits = value.is_number_unsigned()
+                        ? value.get<std::uint64_t>() <=
+                              static_cast<std::uint64_t>(std::numeric_limits<int>::max())
+                        : value.get<std::int64_t>() >= std::numeric_limits<int>::min() &&
+                              value.get<std::int64_t>() <= std::numeric_limits<int>::max();
+  if (!fits) bad(path + "." + key, value, "out of range");
+  return value.get<int>();
 }
 
 IpPrefix prefix_at(const json& object, const char* key, const std::string& path) {

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "flatnet/cni/exec.hpp"
+#include "flatnet/cni/masquerade.hpp"
 #include "flatnet/cni/version.hpp"
 #include "flatnet/netmodel/netlink.hpp"
 #include "flatnet/netmodel/sysctl.hpp"
@@ -339,6 +340,93 @@ TEST_F(CniPlugins, RefusesToConfigureItsOwnNamespace) {
   EXPECT_EQ(add.out["code"], 4) << add.raw;
   EXPECT_THAT(add.out["msg"].get<std::string>(), HasSubstr("own network namespace"));
   EXPECT_TRUE(reservations().empty());
+}
+
+// --- ipMasq ---
+
+class CniMasquerade : public CniPlugins {
+ protected:
+  std::string nat_rules() {
+    const ExecOutput out = exec_program("/usr/sbin/iptables-save", {}, "", {"-t", "nat"}, node_);
+    EXPECT_EQ(out.status, 0) << out.err;
+    return out.out;
+  }
+  json masq_conf() {
+    json c = conf();
+    c["ipMasq"] = true;
+    return c;
+  }
+};
+
+TEST_F(CniMasquerade, TrafficLeavingTheSubnetIsNatedTrafficInsideIsNot) {
+  NetNs& pod = scratch_.add("masqpod");
+  NetNs& peer = scratch_.add("masqpeer");
+  NetNs& outside = scratch_.add("outside");
+  Netlink node_nl = Netlink::open(*node_);
+  node_nl.add_veth({.name = "fnt-out", .peer_name = "eth0", .peer_ns = &outside});
+  node_nl.add_address(node_nl.link("fnt-out").index, IpPrefix::parse("172.31.0.1/24"));
+  node_nl.set_up(node_nl.link("fnt-out").index);
+  Netlink out_nl = Netlink::open(outside);
+  out_nl.add_address(out_nl.link("eth0").index, IpPrefix::parse("172.31.0.2/24"));
+  out_nl.set_up(out_nl.link("eth0").index);  // no route back to the pod subnet: replies need NAT
+
+  const json config = masq_conf();
+  const Invocation add = run("flatnet-cni", "ADD", "m1", pod.path(), "eth0", config);
+  ASSERT_EQ(add.status, 0) << add.raw;
+  ASSERT_EQ(run("flatnet-cni", "ADD", "m2", peer.path(), "eth0", config).status, 0);
+  const IpAddress pod_ip =
+      IpPrefix::parse(add.out["ips"][0]["address"].get<std::string>()).address();
+  EXPECT_THAT(nat_rules(), HasSubstr(masquerade_chain("testnet", "m1")));
+  EXPECT_THAT(nat_rules(), HasSubstr("name: \\\"testnet\\\" id: \\\"m1\\\""));
+
+  auto far = testing::listen_tcp(outside, IpAddress::parse("172.31.0.2"), 8000);
+  const auto out = testing::tcp_exchange(pod, far, IpAddress::parse("172.31.0.2"), 8000, "x");
+  EXPECT_TRUE(out.ok) << out.error;
+  EXPECT_EQ(out.seen_client, IpAddress::parse("172.31.0.1")) << "masqueraded to the node";
+
+  auto near = testing::listen_tcp(pod, pod_ip, 8001);
+  const auto in = testing::tcp_exchange(peer, near, pod_ip, 8001, "y");
+  EXPECT_TRUE(in.ok) << in.error;
+  EXPECT_NE(in.seen_client, IpAddress::parse("10.30.0.1")) << "pod to pod is never NATed";
+
+  // The spec forbids a second ADD of one attachment; it fails and loses nothing.
+  EXPECT_EQ(run("flatnet-cni", "ADD", "m1", pod.path(), "eth0", config).status, 1);
+  EXPECT_EQ(reservations().count(pod_ip.to_string()), 1u);
+  EXPECT_THAT(nat_rules(), HasSubstr(masquerade_chain("testnet", "m1")));
+  EXPECT_EQ(run("flatnet-cni", "DEL", "m1", pod.path(), "eth0", config).status, 0);
+  EXPECT_THAT(nat_rules(), ::testing::Not(HasSubstr(masquerade_chain("testnet", "m1"))));
+  EXPECT_EQ(run("flatnet-cni", "DEL", "m2", peer.path(), "eth0", config).status, 0);
+  EXPECT_THAT(nat_rules(), ::testing::Not(HasSubstr("FLATNET-")));
+}
+
+TEST_F(CniMasquerade, DelWithoutTheNamespaceStillRemovesTheRules) {
+  NetNs& pod = scratch_.add("masqgone");
+  const json config = masq_conf();
+  ASSERT_EQ(run("flatnet-cni", "ADD", "gone", pod.path(), "eth0", config).status, 0);
+  const std::string path = pod.path();
+  scratch_.destroy(pod);
+  EXPECT_EQ(run("flatnet-cni", "DEL", "gone", path, "eth0", config).status, 0);
+  EXPECT_THAT(nat_rules(), ::testing::Not(HasSubstr("FLATNET-")))
+      << "the reference plugin leaks its rules here";
+  EXPECT_TRUE(reservations().empty());
+}
+
+TEST_F(CniMasquerade, GcRemovesRulesAndAddressesOfAttachmentsNoLongerValid) {
+  NetNs& keep = scratch_.add("gckeep");
+  NetNs& drop = scratch_.add("gcdrop");
+  json config = masq_conf();
+  ASSERT_EQ(run("flatnet-cni", "ADD", "keep", keep.path(), "eth0", config).status, 0);
+  ASSERT_EQ(run("flatnet-cni", "ADD", "drop", drop.path(), "eth0", config).status, 0);
+  config["cni.dev/valid-attachments"] =
+      json::array({{{"containerID", "keep"}, {"ifname", "eth0"}}});
+  const Invocation gc = run("flatnet-cni", "GC", "", "", "", config);
+  EXPECT_EQ(gc.status, 0) << gc.raw;
+  const std::string rules = nat_rules();
+  EXPECT_THAT(rules, HasSubstr(masquerade_chain("testnet", "keep")));
+  EXPECT_THAT(rules, ::testing::Not(HasSubstr(masquerade_chain("testnet", "drop"))));
+  EXPECT_EQ(reservations().size(), 1u);
+  const Invocation status = run("flatnet-cni", "STATUS", "", "", "", conf());
+  EXPECT_EQ(status.status, 0) << status.raw;
 }
 
 // --- a parallel storm ---

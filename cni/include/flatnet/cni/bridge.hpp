@@ -21,7 +21,8 @@ struct BridgeConfig {
   bool hairpin_mode = false;
   bool promisc_mode = false;
   bool enable_dad = false;
-  unsigned mtu = 0;                         // 0: the kernel's default
+  bool ip_masq = false;  // SNAT for traffic leaving the pod subnet (see masquerade.hpp)
+  unsigned mtu = 0;      // 0: the kernel's default
   std::optional<netmodel::MacAddress> mac;  // runtimeConfig.mac, args.cni.mac or CNI_ARGS MAC
   std::string ipam_type;                    // empty: no addresses (layer 2 only)
 };
