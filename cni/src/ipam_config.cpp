@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -94,21 +95,33 @@ Dns read_resolv_conf(const std::string& path) {
   return dns;
 }
 
-std::vector<std::string> requested_texts(const NetConf& conf, const Environment& env) {
-  std::vector<std::string> texts;
+// A requested address and the field it came from.
+struct Requested {
+  std::string text;
+  std::string path;
+};
+
+// In host-local's order: CNI_ARGS IP= (comma separated), args.cni.ips, runtimeConfig.ips.
+std::vector<Requested> requested_texts(const NetConf& conf, const Environment& env) {
+  std::vector<Requested> texts;
   const std::string from_args = env.args.get("IP");
   for (std::size_t start = 0; !from_args.empty() && start <= from_args.size();) {
     const auto comma = from_args.find(',', start);
-    texts.push_back(from_args.substr(start, comma - start));
+    std::string item = from_args.substr(start, comma - start);
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    texts.push_back({item, "CNI_ARGS IP"});
     if (comma == std::string::npos) break;
     start = comma + 1;
   }
   auto list_at = [&](const json& parent, const char* key, const std::string& path) {
     if (!parent.is_object() || !parent.contains(key) || parent[key].is_null()) return;
     if (!parent[key].is_array()) invalid(path, parent[key], "expected a list of addresses");
-    for (const auto& item : parent[key]) {
-      if (!item.is_string()) invalid(path, item, "expected an address");
-      texts.push_back(item.get<std::string>());
+    for (std::size_t i = 0; i < parent[key].size(); ++i) {
+      const json& item = parent[key][i];
+      const std::string item_path = path + "[" + std::to_string(i) + "]";
+      if (!item.is_string()) invalid(item_path, item, "expected an address");
+      texts.push_back({item.get<std::string>(), item_path});
     }
   };
   const json& raw = conf.raw;
@@ -117,6 +130,13 @@ std::vector<std::string> requested_texts(const NetConf& conf, const Environment&
   }
   if (raw.contains("runtimeConfig")) list_at(raw["runtimeConfig"], "ips", "runtimeConfig.ips");
   return texts;
+}
+
+// host-local's overlap test: the allocatable ranges, not the subnets (two ranges may share a
+// subnet when their rangeStart-rangeEnd do not meet).
+bool overlaps(const IpRange& a, const IpRange& b) {
+  return a.subnet.family() == b.subnet.family() && a.range_start <= b.range_end &&
+         b.range_start <= a.range_end;
 }
 
 }  // namespace
@@ -146,13 +166,20 @@ IpamConfig parse_ipam_config(const NetConf& conf, const Environment& env) {
   if (!ipam.is_object()) invalid("ipam", ipam, "an ipam section is required");
   IpamConfig config;
   config.network = conf.name;
-  config.data_dir = get_string(ipam, "dataDir", kDefaultIpamDataDir, "ipam.dataDir");
-  if (config.data_dir.empty() || !config.data_dir.is_absolute()) {
+  // An empty dataDir means the default, as in host-local.
+  const std::string data_dir = get_string(ipam, "dataDir", "", "ipam.dataDir");
+  if (!data_dir.empty()) config.data_dir = data_dir;
+  if (!config.data_dir.is_absolute()) {
     invalid("ipam.dataDir", ipam["dataDir"], "must be an absolute path");
   }
 
-  // The legacy single range comes first, as host-local orders it.
-  if (ipam.contains("subnet")) config.range_sets.push_back({parse_range(ipam, "ipam")});
+  // The legacy single range comes first, as host-local orders it. range_paths[i][j] is the
+  // field path of range_sets[i][j].
+  std::vector<std::vector<std::string>> range_paths;
+  if (ipam.contains("subnet")) {
+    config.range_sets.push_back({parse_range(ipam, "ipam")});
+    range_paths.push_back({"ipam"});
+  }
   if (ipam.contains("ranges") && !ipam["ranges"].is_null()) {
     const json& sets = ipam["ranges"];
     if (!sets.is_array()) invalid("ipam.ranges", sets, "expected a list of range sets");
@@ -162,32 +189,37 @@ IpamConfig parse_ipam_config(const NetConf& conf, const Environment& env) {
         invalid(path, sets[i], "expected a non-empty list of ranges");
       }
       RangeSet set;
+      std::vector<std::string> paths;
       for (std::size_t j = 0; j < sets[i].size(); ++j) {
-        set.push_back(parse_range(sets[i][j], path + "[" + std::to_string(j) + "]"));
+        paths.push_back(path + "[" + std::to_string(j) + "]");
+        set.push_back(parse_range(sets[i][j], paths.back()));
       }
       config.range_sets.push_back(set);
+      range_paths.push_back(paths);
     }
   }
   if (config.range_sets.empty()) {
     invalid("ipam.ranges", ipam.value("ranges", json()), "no address range given");
   }
   // Within a set: one family, no overlap. Across sets: no overlap either.
-  std::vector<std::pair<IpPrefix, std::string>> seen;
+  std::vector<std::pair<IpRange, std::string>> seen;
   for (std::size_t i = 0; i < config.range_sets.size(); ++i) {
     const RangeSet& set = config.range_sets[i];
     for (std::size_t j = 0; j < set.size(); ++j) {
-      const std::string path = "ipam.ranges[" + std::to_string(i) + "][" + std::to_string(j) + "]";
+      const std::string& path = range_paths[i][j];
       if (set[j].subnet.family() != set[0].subnet.family()) {
         invalid(path + ".subnet", set[j].subnet.to_string(),
-                "a range set cannot mix IPv4 and IPv6");
+                "a range set cannot mix IPv4 and IPv6 (" + range_paths[i][0] + " is " +
+                    set[0].subnet.to_string() + ")");
       }
       for (const auto& [other, other_path] : seen) {
-        if (other.overlaps(set[j].subnet)) {
+        if (overlaps(other, set[j])) {
           invalid(path + ".subnet", set[j].subnet.to_string(),
-                  "overlaps " + other.to_string() + " of " + other_path);
+                  "range " + set[j].to_string() + " overlaps " + other.to_string() + " of " +
+                      other_path);
         }
       }
-      seen.emplace_back(set[j].subnet, path);
+      seen.emplace_back(set[j], path);
     }
   }
 
@@ -216,24 +248,24 @@ IpamConfig parse_ipam_config(const NetConf& conf, const Environment& env) {
   const std::string resolv = get_string(ipam, "resolvConf", "", "ipam.resolvConf");
   if (!resolv.empty()) config.dns = read_resolv_conf(resolv);
 
+  // Each requested address goes to the range set whose ranges hold it (host-local's
+  // RangeSet.Contains); the same address requested twice counts once.
   config.requested.resize(config.range_sets.size());
-  for (const auto& text : requested_texts(conf, env)) {
-    const IpAddress address = parse_requested(text, "requested IP");
-    bool placed = false;
-    for (std::size_t i = 0; i < config.range_sets.size() && !placed; ++i) {
-      for (const auto& r : config.range_sets[i]) {
-        if (!r.subnet.contains(address)) continue;
-        if (config.requested[i]) {
-          invalid("requested IP", text,
-                  "range set " + to_string(config.range_sets[i]) + " already has requested IP " +
-                      config.requested[i]->to_string());
-        }
-        config.requested[i] = address;
-        placed = true;
-        break;
-      }
+  for (const auto& [text, path] : requested_texts(conf, env)) {
+    const IpAddress address = parse_requested(text, path);
+    std::size_t i = 0;
+    while (i < config.range_sets.size() &&
+           std::none_of(config.range_sets[i].begin(), config.range_sets[i].end(),
+                        [&](const IpRange& r) { return r.contains(address); })) {
+      ++i;
     }
-    if (!placed) invalid("requested IP", text, "not in any configured range");
+    if (i == config.range_sets.size()) invalid(path, text, "not in any configured range");
+    if (config.requested[i] && *config.requested[i] != address) {
+      invalid(path, text,
+              "range set " + to_string(config.range_sets[i]) + " already has requested IP " +
+                  config.requested[i]->to_string());
+    }
+    config.requested[i] = address;
   }
   return config;
 }
