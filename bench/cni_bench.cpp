@@ -129,19 +129,23 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  const fs::path work = fs::temp_directory_path() / ("flatnet-bench-cni-" + std::to_string(::getpid()));
+  const fs::path work =
+      fs::temp_directory_path() / ("flatnet-bench-cni-" + std::to_string(::getpid()));
   try {
     Namespaces namespaces;
     NetNs& node = namespaces.add("node");
     std::vector<NetNs*> pod_ns;
-    for (int p = 0; p < pods; ++p) pod_ns.push_back(&namespaces.add("pod" + std::to_string(p)));
+    for (int p = 0; p < pods; ++p)
+      pod_ns.push_back(&namespaces.add("pod" + std::to_string(p)));
     const Runtime runtime({flatnet_dir, reference_dir}, &node);
 
     std::vector<Pair> pairs = {
         {"flatnet-cni + flatnet-ipam",
-         make_list("flatnet-cni", "flatnet-ipam", "cni-flat", "10.60.0.0/24", work / "flatnet"), {}},
+         make_list("flatnet-cni", "flatnet-ipam", "cni-flat", "10.60.0.0/24", work / "flatnet"),
+         {}},
         {"bridge + host-local (reference)",
-         make_list("bridge", "host-local", "cni-ref", "10.61.0.0/24", work / "reference"), {}},
+         make_list("bridge", "host-local", "cni-ref", "10.61.0.0/24", work / "reference"),
+         {}},
     };
     for (int round = 0; round < rounds; ++round) {
       // Alternate which pair goes first, so neither always meets a warmer machine.
@@ -151,7 +155,10 @@ int main(int argc, char** argv) {
         std::vector<Attachment> attachments;
         for (int p = 0; p < pods; ++p) {
           attachments.push_back({"bench-" + std::to_string(round) + "-" + std::to_string(p),
-                                 pod_ns[p]->path(), "eth0", {}, nlohmann::json::object()});
+                                 pod_ns[p]->path(),
+                                 "eth0",
+                                 {},
+                                 nlohmann::json::object()});
         }
         for (int p = 0; p < pods; ++p) {
           pair.samples["ADD"].push_back(

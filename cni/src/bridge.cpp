@@ -28,6 +28,11 @@ using nlohmann::json;
 
 constexpr const char* kInProcessIpam = "flatnet-ipam";
 
+// flatnet-cni is a single-threaded process that lives for one command: entering the container's
+// namespace on the main thread (and leaving it right after) is safe there, and a thread per
+// entry would cost more than the rest of the work on a busy machine.
+constexpr netmodel::Enter kEnter = netmodel::Enter::calling_thread;
+
 // Undo steps of a half-done ADD, run in reverse unless dismissed.
 class Rollback {
  public:
@@ -111,7 +116,7 @@ LinkInfo ensure_bridge(Netlink& host, const BridgeConfig& config) {
       if (config.promisc_mode && !existing->promiscuous()) {
         host.set_promiscuous(existing->index, true);
       }
-      return host.link(existing->index);
+      return *existing;
     }
     try {
       host.add_bridge({.name = config.bridge, .mtu = config.mtu});
@@ -250,7 +255,7 @@ Result BridgePlugin::add(const Request& request) {
                    "CNI_NETNS");
   }
   Netlink host = Netlink::open();
-  Netlink container = Netlink::open(container_ns);
+  Netlink container = Netlink::open(container_ns, kEnter);
   if (container.find_link(env.ifname)) {
     throw CniError(ErrorCode::plugin_failure,
                    "interface \"" + env.ifname + "\" already exists in " + env.netns, env.ifname);
@@ -280,7 +285,9 @@ Result BridgePlugin::add(const Request& request) {
                      .peer_name = env.ifname,
                      .peer_ns = &container_ns,
                      .mtu = config.mtu,
-                     .peer_mac = config.mac});
+                     .peer_mac = config.mac,
+                     .master = bridge.index,
+                     .up = true});
       break;
     } catch (const std::system_error& e) {
       // EEXIST with a free container name means the random host name was taken.
@@ -289,9 +296,7 @@ Result BridgePlugin::add(const Request& request) {
   }
   rollback.add([&] { host.delete_link(host_name); });
   const LinkInfo host_veth = host.link(host_name);
-  host.set_master(host_veth.index, bridge.index);
   if (config.hairpin_mode) host.set_hairpin(host_veth.index, true);
-  host.set_up(host_veth.index);
   const LinkInfo inside = container.link(env.ifname);
 
   // Addresses and routes inside the container.
@@ -372,14 +377,14 @@ void BridgePlugin::del(const Request& request) {
     throw;
   }
   // Deleting the container end deletes the pair.
-  Netlink::open(*ns).delete_link(request.env.ifname);
+  Netlink::open(*ns, kEnter).delete_link(request.env.ifname);
 }
 
 void BridgePlugin::check(const Request& request) {
   const BridgeConfig config = parse_bridge_config(request);
   const Environment& env = request.env;
   const NetNs container_ns = open_container_netns(env.netns);
-  Netlink container = Netlink::open(container_ns);
+  Netlink container = Netlink::open(container_ns, kEnter);
   Netlink host = Netlink::open();
   const auto inside = container.find_link(env.ifname);
   if (!inside) {

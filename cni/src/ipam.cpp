@@ -67,7 +67,6 @@ Result ipam_add(const IpamConfig& config, const Environment& env) {
   IpamStore store(config.state_dir());
   const auto lock = store.lock();
   store.remove_stale_temporaries();
-
   const std::vector<IpAddress> held = store.find(env.container_id, env.ifname);
   std::vector<IpAddress> reserved_now;
   Result result;

@@ -77,16 +77,42 @@ std::filesystem::path write_temporary(const std::filesystem::path& dir, const st
   io_error("create a temporary file in " + dir.string(), EEXIST);
 }
 
+// Calls f(dir_fd, name) for each entry of `dir`; dir_fd lets f open entries without walking
+// the path again.
 template <class F>
 void for_each_entry(const std::filesystem::path& dir, F&& f) {
   DIR* d = ::opendir(dir.c_str());
   if (!d) io_error("list " + dir.string(), errno);
+  const int dir_fd = ::dirfd(d);
   while (const dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
+    const std::string_view name = e->d_name;
     if (name == "." || name == "..") continue;
-    f(name);
+    f(dir_fd, name);
   }
   ::closedir(d);
+}
+
+// A reservation file's content (they are a few dozen bytes); nullopt when it vanished.
+std::optional<std::string> read_small(int dir_fd, std::string_view name,
+                                      const std::filesystem::path& dir) {
+  const std::string n(name);
+  const int fd = ::openat(dir_fd, n.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::nullopt;
+    io_error("read " + (dir / n).string(), errno);
+  }
+  std::string data;
+  char buffer[1024];
+  ssize_t r;
+  // A short read of a regular file is its end; only a full buffer needs another read.
+  while ((r = ::read(fd, buffer, sizeof buffer)) > 0) {
+    data.append(buffer, static_cast<std::size_t>(r));
+    if (r < static_cast<ssize_t>(sizeof buffer)) break;
+  }
+  const int err = errno;
+  ::close(fd);
+  if (r < 0) io_error("read " + (dir / n).string(), err);
+  return data;
 }
 
 }  // namespace
@@ -119,24 +145,52 @@ IpamStore::Lock IpamStore::lock() {
 
 bool IpamStore::reserve(const IpAddress& address, const std::string& container_id,
                         const std::string& ifname, std::size_t range_set) {
-  // A complete file appears under its final name in one step (link), or not at all.
-  const std::filesystem::path temporary =
-      write_temporary(dir_, trim(container_id) + kLineBreak + ifname);
+  // A complete file appears under its final name in one step (a hard link), or not at all.
+  const std::string content = trim(container_id) + kLineBreak + ifname;
   const std::filesystem::path final_path = dir_ / address.to_string();
-  const int linked = ::link(temporary.c_str(), final_path.c_str());
-  const int err = errno;
-  ::unlink(temporary.c_str());
+  int linked = -1, err = 0;
+  // An unnamed file (O_TMPFILE) leaves nothing behind if we are killed before the link.
+  const int fd = ::open(dir_.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    const ssize_t n = ::write(fd, content.data(), content.size());
+    if (n != static_cast<ssize_t>(content.size())) {
+      err = n < 0 ? errno : EIO;
+      ::close(fd);
+      io_error("write reservation for " + final_path.string(), err);
+    }
+    const std::string self = "/proc/self/fd/" + std::to_string(fd);
+    linked = ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, final_path.c_str(), AT_SYMLINK_FOLLOW);
+    err = errno;
+    ::close(fd);
+  } else if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) {
+    // File systems without O_TMPFILE: a named temporary file, removed right after the link
+    // (or by remove_stale_temporaries() if we die in between).
+    const std::filesystem::path temporary = write_temporary(dir_, content);
+    linked = ::link(temporary.c_str(), final_path.c_str());
+    err = errno;
+    ::unlink(temporary.c_str());
+  } else {
+    io_error("create reservation for " + final_path.string(), errno);
+  }
   if (linked != 0) {
     if (err == EEXIST) return false;
     io_error("reserve " + final_path.string(), err);
   }
+  // The last reserved address is only where the next search starts, written in place as
+  // host-local writes it: a torn write reads as no address, and the search starts over.
   const std::filesystem::path last = dir_ / (kLastReservedPrefix + std::to_string(range_set));
-  const std::filesystem::path last_temporary = write_temporary(dir_, address.to_string());
-  if (::rename(last_temporary.c_str(), last.c_str()) != 0) {
-    const int rename_err = errno;
-    ::unlink(last_temporary.c_str());
-    io_error("write " + last.string(), rename_err);
-  }
+  // Overwrite and cut to length rather than O_TRUNC: truncating to zero and growing again makes
+  // the file system free and allocate a block on every reservation.
+  const int last_fd = ::open(last.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (last_fd < 0) io_error("write " + last.string(), errno);
+  const std::string text = address.to_string();
+  const ssize_t n = ::pwrite(last_fd, text.data(), text.size(), 0);
+  const int write_err = errno;
+  const int cut = n == static_cast<ssize_t>(text.size()) ? ::ftruncate(last_fd, n) : 0;
+  const int cut_err = errno;
+  ::close(last_fd);
+  if (n != static_cast<ssize_t>(text.size())) io_error("write " + last.string(), write_err);
+  if (cut != 0) io_error("write " + last.string(), cut_err);
   return true;
 }
 
@@ -150,12 +204,12 @@ std::optional<IpAddress> IpamStore::last_reserved(std::size_t range_set) const {
 
 std::vector<Reservation> IpamStore::reservations() const {
   std::vector<Reservation> out;
-  for_each_entry(dir_, [&](const std::string& name) {
+  for_each_entry(dir_, [&](int dir_fd, std::string_view name) {
     const auto address = IpAddress::try_parse(name);
     if (!address) return;
-    bool exists = false;
-    const std::string content = trim(read_file(dir_ / name, &exists));
-    if (!exists) return;
+    const auto raw = read_small(dir_fd, name, dir_);
+    if (!raw) return;
+    const std::string content = trim(*raw);
     Reservation r{*address, content, ""};
     if (const auto br = content.find(kLineBreak); br != std::string::npos) {
       r.container_id = content.substr(0, br);
@@ -200,8 +254,8 @@ std::size_t IpamStore::release(const std::string& container_id, const std::strin
 }
 
 void IpamStore::remove_stale_temporaries() {
-  for_each_entry(dir_, [&](const std::string& name) {
-    if (name.rfind(kTemporaryPrefix, 0) == 0) ::unlink((dir_ / name).c_str());
+  for_each_entry(dir_, [&](int dir_fd, std::string_view name) {
+    if (name.rfind(kTemporaryPrefix, 0) == 0) ::unlinkat(dir_fd, std::string(name).c_str(), 0);
   });
 }
 

@@ -1,8 +1,9 @@
 #include "flatnet/cni/plugin.hpp"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
-#include <iostream>
-#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "flatnet/cni/error.hpp"
@@ -42,24 +43,23 @@ std::string dump_error(const CniError& e, const std::string& version) {
 }  // namespace
 
 int run_plugin(Plugin& plugin, const PluginIo& io, const std::string& about) {
-  const std::string input((std::istreambuf_iterator<char>(*io.in)), {});
+  const std::string& input = io.input;
   const std::string error_version = version_for_errors(input);
   try {
-    if (!io.getenv("CNI_COMMAND")) *io.err << about << "\n";
+    if (!io.getenv("CNI_COMMAND")) *io.err += about + "\n";
     Environment env = parse_environment(io.getenv);
     if (env.command == Command::version) {
       json versions = json::array();
       for (auto v : kSupportedVersions)
         versions.push_back(std::string(v));
-      *io.out << json{{"cniVersion", error_version}, {"supportedVersions", versions}}.dump()
-              << "\n";
+      *io.out += json{{"cniVersion", error_version}, {"supportedVersions", versions}}.dump() + "\n";
       return 0;
     }
     Request request{std::move(env), parse_netconf(input)};
     switch (request.env.command) {
       case Command::add: {
         const Result result = plugin.add(request);
-        *io.out << to_json(result, request.conf.cni_version).dump(2) << "\n";
+        *io.out += to_json(result, request.conf.cni_version).dump(2) + "\n";
         return 0;
       }
       case Command::del:
@@ -82,36 +82,66 @@ int run_plugin(Plugin& plugin, const PluginIo& io, const std::string& about) {
     }
     return 0;
   } catch (const CniError& e) {
-    *io.out << dump_error(e, error_version) << "\n";
+    *io.out += dump_error(e, error_version) + "\n";
   } catch (const std::exception& e) {
-    *io.out << dump_error(CniError(ErrorCode::plugin_failure, e.what()), error_version) << "\n";
+    *io.out += dump_error(CniError(ErrorCode::plugin_failure, e.what()), error_version) + "\n";
   }
   return 1;
 }
+
+namespace {
+
+// Writes all of `text` to `fd` (retrying short writes); errors are ignored, there is no one to
+// tell.
+void write_all(int fd, const std::string& text) {
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+std::string read_all(int fd) {
+  std::string text;
+  char buffer[16384];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return text;
+    text.append(buffer, static_cast<std::size_t>(n));
+  }
+}
+
+}  // namespace
 
 int plugin_main(int argc, char** argv, Plugin& plugin, const std::string& about,
                 const std::string& help) {
   if (argc > 1) {
     const std::string arg = argv[1];
     if (arg == "--help" || arg == "-h") {
-      std::cout << about << "\n\n" << help;
+      write_all(1, about + "\n\n" + help);
       return 0;
     }
     if (arg == "--version") {
-      std::cout << about << "\nCNI spec versions:";
+      std::string text = about + "\nCNI spec versions:";
       for (auto v : kSupportedVersions)
-        std::cout << " " << v;
-      std::cout << "\n";
+        text += " " + std::string(v);
+      write_all(1, text + "\n");
       return 0;
     }
-    std::cerr << argv[0] << ": unexpected argument \"" << arg
-              << "\"; a CNI plugin reads CNI_* variables and its configuration on stdin (see "
-                 "--help)\n";
+    write_all(2, std::string(argv[0]) + ": unexpected argument \"" + arg +
+                     "\"; a CNI plugin reads CNI_* variables and its configuration on stdin "
+                     "(see --help)\n");
     return 2;
   }
-  return run_plugin(
-      plugin, {[](const char* name) { return ::getenv(name); }, &std::cin, &std::cout, &std::cerr},
-      about);
+  std::string out, err;
+  const int status = run_plugin(
+      plugin, {[](const char* name) { return ::getenv(name); }, read_all(0), &out, &err}, about);
+  write_all(2, err);
+  write_all(1, out);
+  return status;
 }
 
 }  // namespace flatnet::cni

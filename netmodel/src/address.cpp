@@ -82,6 +82,15 @@ IpAddress parse_v6(std::string_view text) {
   return IpAddress::v6(bytes);
 }
 
+// Only the characters an address (or, with `prefix`, a CIDR) can hold, and not too many.
+bool could_be_address(std::string_view text, bool prefix) {
+  if (text.empty() || text.size() > INET6_ADDRSTRLEN + (prefix ? 4 : 0)) return false;
+  return std::all_of(text.begin(), text.end(), [&](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == ':' ||
+           c == '.' || (prefix && c == '/');
+  });
+}
+
 }  // namespace
 
 std::string to_decimal(uint128 value) {
@@ -143,6 +152,9 @@ IpAddress IpAddress::parse(std::string_view text) {
 }
 
 std::optional<IpAddress> IpAddress::try_parse(std::string_view text) noexcept {
+  // Most text that is not an address (file names such as "lock") is turned away here, without
+  // the cost of throwing: callers such as IPAM scan directories with this.
+  if (!could_be_address(text, false)) return std::nullopt;
   try {
     return parse(text);
   } catch (const std::exception&) {
@@ -303,6 +315,7 @@ IpPrefix IpPrefix::parse_network(std::string_view text) {
 }
 
 std::optional<IpPrefix> IpPrefix::try_parse(std::string_view text) noexcept {
+  if (!could_be_address(text, true)) return std::nullopt;
   try {
     return parse(text);
   } catch (const std::exception&) {

@@ -2,6 +2,7 @@
 
 #include <linux/if_bridge.h>
 #include <linux/if_link.h>
+#include <linux/netlink.h>
 #include <netlink/addr.h>
 #include <netlink/cache.h>
 #include <netlink/errno.h>
@@ -12,6 +13,7 @@
 #include <netlink/route/link/veth.h>
 #include <netlink/route/route.h>
 #include <netlink/socket.h>
+#include <sys/socket.h>
 
 #include <cctype>
 #include <chrono>
@@ -323,10 +325,12 @@ Netlink Netlink::open() {
   return open_with_handle(NetNs::current());
 }
 
-Netlink Netlink::open(const NetNs& ns) {
+Netlink Netlink::open(const NetNs& ns, Enter how) {
   // The socket belongs to the namespace it was created in; the handle names ns itself.
   NetNs handle = ns.dup();
-  return run_in(ns, [&] { return open_with_handle(std::move(handle)); });
+  if (ns.is_current()) return open_with_handle(std::move(handle));
+  return run_in(
+      ns, [&] { return open_with_handle(std::move(handle)); }, how);
 }
 
 Netlink Netlink::open_with_handle(NetNs netns) {
@@ -407,6 +411,8 @@ void Netlink::add_veth(const VethSpec& spec) {
     rtnl_link_set_mtu(link.get(), spec.mtu);
     rtnl_link_set_mtu(peer, spec.mtu);
   }
+  if (spec.master) rtnl_link_set_master(link.get(), spec.master);
+  if (spec.up) rtnl_link_set_flags(link.get(), IFF_UP);
   NlAddrPtr mac, peer_mac;
   if (spec.mac) {
     mac.reset(checked_alloc(nl_addr_build(AF_LLC, spec.mac->bytes().data(), 6)));
@@ -543,44 +549,66 @@ void Netlink::set_hairpin(int port_index, bool on) {
            [&](nl_sock* s) { return change.send(s); });
 }
 
-bool Netlink::hairpin(int port_index) {
-  // The kernel reports bridge port attributes only in an AF_BRIDGE dump.
-  struct State {
-    int index;
-    std::optional<bool> mode;
-  } state{port_index, std::nullopt};
-  auto on_message = [](nl_msg* msg, void* arg) -> int {
-    auto* st = static_cast<State*>(arg);
-    nlmsghdr* header = nlmsg_hdr(msg);
-    if (header->nlmsg_type != RTM_NEWLINK) return NL_OK;
-    const auto* info = static_cast<const ifinfomsg*>(nlmsg_data(header));
-    if (info->ifi_index != st->index) return NL_OK;
-    nlattr* attrs[IFLA_MAX + 1] = {};
-    if (nlmsg_parse(header, sizeof(ifinfomsg), attrs, IFLA_MAX, nullptr) < 0) return NL_OK;
-    st->mode = false;
-    if (!attrs[IFLA_PROTINFO]) return NL_OK;
-    nlattr* port[IFLA_BRPORT_MAX + 1] = {};
-    if (nla_parse_nested(port, IFLA_BRPORT_MAX, attrs[IFLA_PROTINFO], nullptr) < 0) return NL_OK;
-    if (port[IFLA_BRPORT_MODE]) st->mode = nla_get_u8(port[IFLA_BRPORT_MODE]) != 0;
-    return NL_OK;
-  };
-  const std::string operation = "read hairpin mode of " + link_ref(port_index);
-  Request(socket_, error_).run(operation, [&](nl_sock* s) {
-    state.mode.reset();
-    ifinfomsg request{};
-    request.ifi_family = AF_BRIDGE;
-    if (int err = nl_send_simple(s, RTM_GETLINK, NLM_F_DUMP, &request, sizeof request); err < 0) {
-      return err;
-    }
+namespace {
+
+// Sends a dump request (`header` is the family-specific message header) and calls
+// on_message(nlmsghdr*) for every answer. With `strict`, the socket asks the kernel to apply the
+// header's filters (NETLINK_GET_STRICT_CHK, Linux 4.20) for this request only: libnl's own
+// dumps send short headers that strict checking refuses.
+template <class F>
+int dump(nl_sock* s, int type, const void* header, std::size_t length, bool strict, F& on_message) {
+  const int fd = nl_socket_get_fd(s);
+  const int on = 1, off = 0;
+  const bool strict_set =
+      strict && ::setsockopt(fd, SOL_NETLINK, NETLINK_GET_STRICT_CHK, &on, sizeof on) == 0;
+  int err = nl_send_simple(s, type, NLM_F_DUMP, const_cast<void*>(header), length);
+  if (err >= 0) {
     nl_cb* base = nl_socket_get_cb(s);
     CbPtr cb(nl_cb_clone(base));
     nl_cb_put(base);
-    if (!cb) return -NLE_NOMEM;
-    nl_cb_set(cb.get(), NL_CB_VALID, NL_CB_CUSTOM, on_message, &state);
-    return nl_recvmsgs(s, cb.get());
+    if (!cb) {
+      err = -NLE_NOMEM;
+    } else {
+      nl_cb_set(
+          cb.get(), NL_CB_VALID, NL_CB_CUSTOM,
+          [](nl_msg* msg, void* arg) -> int {
+            (*static_cast<F*>(arg))(nlmsg_hdr(msg));
+            return NL_OK;
+          },
+          &on_message);
+      err = nl_recvmsgs(s, cb.get());
+    }
+  }
+  if (strict_set) ::setsockopt(fd, SOL_NETLINK, NETLINK_GET_STRICT_CHK, &off, sizeof off);
+  return err;
+}
+
+}  // namespace
+
+bool Netlink::hairpin(int port_index) {
+  // The kernel reports bridge port attributes only in an AF_BRIDGE dump.
+  std::optional<bool> mode;
+  auto on_message = [&](nlmsghdr* header) {
+    if (header->nlmsg_type != RTM_NEWLINK) return;
+    const auto* info = static_cast<const ifinfomsg*>(nlmsg_data(header));
+    if (info->ifi_index != port_index) return;
+    nlattr* attrs[IFLA_MAX + 1] = {};
+    if (nlmsg_parse(header, sizeof(ifinfomsg), attrs, IFLA_MAX, nullptr) < 0) return;
+    mode = false;
+    if (!attrs[IFLA_PROTINFO]) return;
+    nlattr* port[IFLA_BRPORT_MAX + 1] = {};
+    if (nla_parse_nested(port, IFLA_BRPORT_MAX, attrs[IFLA_PROTINFO], nullptr) < 0) return;
+    if (port[IFLA_BRPORT_MODE]) mode = nla_get_u8(port[IFLA_BRPORT_MODE]) != 0;
+  };
+  const std::string operation = "read hairpin mode of " + link_ref(port_index);
+  Request(socket_, error_).run(operation, [&](nl_sock* s) {
+    mode.reset();
+    ifinfomsg request{};
+    request.ifi_family = AF_BRIDGE;
+    return dump(s, RTM_GETLINK, &request, sizeof request, false, on_message);
   });
-  if (!state.mode) throw_errno(ENOENT, operation + " (not a bridge port)");
-  return *state.mode;
+  if (!mode) throw_errno(ENOENT, operation + " (not a bridge port)");
+  return *mode;
 }
 
 void Netlink::move_to_netns(int index, const NetNs& target, std::string_view new_name) {
@@ -635,27 +663,39 @@ bool Netlink::delete_address(int index, const IpPrefix& address) {
 }
 
 std::vector<AddressInfo> Netlink::addresses(int index, std::optional<Family> family) {
-  nl_cache* raw = nullptr;
-  Request(socket_, error_).run("list addresses", [&](nl_sock* s) {
-    return rtnl_addr_alloc_cache(s, &raw);
-  });
-  CachePtr cache(raw);
+  // A raw dump rather than libnl's address cache: the kernel filters by family, and by link
+  // under strict checking, so a node with hundreds of veths (each with an IPv6 link-local
+  // address) answers with the few addresses asked for.
   std::vector<AddressInfo> result;
-  for (nl_object* o = nl_cache_get_first(cache.get()); o; o = nl_cache_get_next(o)) {
-    auto* a = reinterpret_cast<rtnl_addr*>(o);
-    if (index && rtnl_addr_get_ifindex(a) != index) continue;
-    nl_addr* local = rtnl_addr_get_local(a);
-    if (!local) continue;
-    const int af = rtnl_addr_get_family(a);
-    if (af != AF_INET && af != AF_INET6) continue;
+  auto on_message = [&](nlmsghdr* header) {
+    if (header->nlmsg_type != RTM_NEWADDR) return;
+    const auto* msg = static_cast<const ifaddrmsg*>(nlmsg_data(header));
+    if (msg->ifa_family != AF_INET && msg->ifa_family != AF_INET6) return;
+    if (index && static_cast<int>(msg->ifa_index) != index) return;  // a kernel without filters
+    nlattr* attrs[IFA_MAX + 1] = {};
+    if (nlmsg_parse(header, sizeof(ifaddrmsg), attrs, IFA_MAX, nullptr) < 0) return;
+    // IFA_LOCAL is the interface's own address; IFA_ADDRESS the peer's on point-to-point links
+    // (and the only one IPv6 sends).
+    nlattr* local = attrs[IFA_LOCAL] ? attrs[IFA_LOCAL] : attrs[IFA_ADDRESS];
+    if (!local) return;
+    const std::size_t size = static_cast<std::size_t>(nla_len(local));
+    if (size != (msg->ifa_family == AF_INET ? 4u : 16u)) return;
     AddressInfo info;
-    info.index = rtnl_addr_get_ifindex(a);
-    info.prefix = IpPrefix(from_nl_addr(local), static_cast<unsigned>(rtnl_addr_get_prefixlen(a)));
-    if (family && info.prefix.family() != *family) continue;
-    info.scope = static_cast<RouteScope>(rtnl_addr_get_scope(a));
-    info.flags = rtnl_addr_get_flags(a);
+    info.index = static_cast<int>(msg->ifa_index);
+    info.prefix =
+        IpPrefix(IpAddress::from_bytes({static_cast<const std::uint8_t*>(nla_data(local)), size}),
+                 msg->ifa_prefixlen);
+    info.scope = static_cast<RouteScope>(msg->ifa_scope);
+    info.flags = attrs[IFA_FLAGS] ? nla_get_u32(attrs[IFA_FLAGS]) : msg->ifa_flags;
     result.push_back(info);
-  }
+  };
+  ifaddrmsg request{};
+  request.ifa_family = family ? (*family == Family::v4 ? AF_INET : AF_INET6) : AF_UNSPEC;
+  request.ifa_index = static_cast<std::uint32_t>(index);
+  Request(socket_, error_).run("list addresses", [&](nl_sock* s) {
+    result.clear();
+    return dump(s, RTM_GETADDR, &request, sizeof request, index != 0, on_message);
+  });
   return result;
 }
 

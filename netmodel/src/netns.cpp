@@ -243,21 +243,34 @@ bool is_current_netns(const std::filesystem::path& path) {
 
 namespace detail {
 
-void run_on_thread_in(const NetNs& ns, const std::function<void()>& body) {
+namespace {
+
+// Enters `ns` on the calling thread, runs `body`, and switches back whatever happens.
+void enter_and_run(const NetNs& ns, const std::function<void()>& body) {
+  const NetNs original = NetNs::current();
+  if (::setns(ns.fd(), CLONE_NEWNET) != 0) {
+    throw_errno(errno, "enter netns " + quote(ns.path()));
+  }
+  struct Restore {
+    const NetNs& original;
+    ~Restore() {
+      if (::setns(original.fd(), CLONE_NEWNET) != 0) std::terminate();
+    }
+  } restore{original};
+  body();
+}
+
+}  // namespace
+
+void run_entered(const NetNs& ns, Enter how, const std::function<void()>& body) {
+  if (how == Enter::calling_thread) {
+    enter_and_run(ns, body);
+    return;
+  }
   std::exception_ptr failure;
   std::thread([&] {
     try {
-      const NetNs original = NetNs::current();
-      if (::setns(ns.fd(), CLONE_NEWNET) != 0) {
-        throw_errno(errno, "enter netns " + quote(ns.path()));
-      }
-      // Restore even when body throws; the thread ends right after, so a failed restore
-      // cannot leak the namespace to other work.
-      struct Restore {
-        const NetNs& original;
-        ~Restore() { ::setns(original.fd(), CLONE_NEWNET); }
-      } restore{original};
-      body();
+      enter_and_run(ns, body);
     } catch (...) {
       failure = std::current_exception();
     }

@@ -42,9 +42,15 @@ std::string sysctl_path(std::string_view key) {
   return "/proc/sys/" + relative;
 }
 
-std::string read_sysctl(const NetNs& ns, std::string_view key) {
+// Runs fn inside ns, or right here when ns is the calling thread's own namespace.
+template <class F>
+auto inside(const NetNs& ns, Enter how, F&& fn) {
+  return ns.is_current() ? fn() : run_in(ns, std::forward<F>(fn), how);
+}
+
+std::string read_sysctl(const NetNs& ns, std::string_view key, Enter how) {
   const std::string path = sysctl_path(key);
-  return run_in(ns, [&] {
+  return inside(ns, how, [&] {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) throw_errno(errno, "read " + describe(key, ns));
     std::string value(4096, '\0');
@@ -59,13 +65,13 @@ std::string read_sysctl(const NetNs& ns, std::string_view key) {
   });
 }
 
-void write_sysctl(const NetNs& ns, std::string_view key, std::string_view value) {
+void write_sysctl(const NetNs& ns, std::string_view key, std::string_view value, Enter how) {
   const std::string path = sysctl_path(key);
   if (path.rfind("/proc/sys/net/", 0) != 0) {
     throw std::invalid_argument("refusing to write sysctl \"" + std::string(key) +
                                 "\": only net.* keys belong to a network namespace");
   }
-  run_in(ns, [&] {
+  inside(ns, how, [&] {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0) throw_errno(errno, "write " + describe(key, ns));
     const ssize_t n = ::write(fd, value.data(), value.size());

@@ -105,14 +105,14 @@ struct Outcome {
 // Runs the plugin as a runtime executes it: `vars` is the whole environment (getenv returns
 // nullptr for anything else), `stdin_text` the whole of stdin.
 Outcome run(FakePlugin& plugin, const Vars& vars, const std::string& stdin_text) {
-  std::istringstream in(stdin_text);
-  std::ostringstream out, err;
+  std::string out, err;
   const Getenv getenv = [&vars](const char* name) -> const char* {
     const auto it = vars.find(name);
     return it == vars.end() ? nullptr : it->second.c_str();
   };
-  const int status = run_plugin(plugin, PluginIo{getenv, &in, &out, &err}, "flatnet-cni (test)");
-  return {status, out.str(), err.str()};
+  const int status =
+      run_plugin(plugin, PluginIo{getenv, stdin_text, &out, &err}, "flatnet-cni (test)");
+  return {status, out, err};
 }
 
 // The spec's rule for the cniVersion of an error: the configuration's, when it is one the plugin

@@ -62,6 +62,11 @@ struct VethSpec {
   unsigned mtu = 0;  // 0: the kernel's default
   std::optional<MacAddress> mac{};
   std::optional<MacAddress> peer_mac{};
+  // Set in the same request that creates the pair (no extra round trips): the bridge the first
+  // end joins (its ifindex in that end's namespace; 0: none) and whether it comes up. The peer
+  // cannot come up in that request: the kernel opens it before the pair is joined (ENOTCONN).
+  int master = 0;
+  bool up = false;
 };
 
 struct BridgeSpec {
@@ -114,7 +119,7 @@ class Netlink {
   // A socket in the calling thread's namespace.
   static Netlink open();
   // A socket in `ns`.
-  static Netlink open(const NetNs& ns);
+  static Netlink open(const NetNs& ns, Enter how = Enter::dedicated_thread);
 
   Netlink(Netlink&& other) noexcept;
   Netlink& operator=(Netlink&& other) noexcept;

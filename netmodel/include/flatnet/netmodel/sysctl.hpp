@@ -14,10 +14,13 @@
 namespace flatnet::netmodel {
 
 // The value without its trailing newline. Throws std::system_error naming the key and namespace.
-std::string read_sysctl(const NetNs& ns, std::string_view key);
+// `how` says which thread enters `ns` (see run_in); a namespace that is the calling thread's
+// own is not entered at all.
+std::string read_sysctl(const NetNs& ns, std::string_view key, Enter how = Enter::dedicated_thread);
 // Only net.* keys may be written: they are the ones a network namespace owns, so a write can
 // never reach beyond `ns`. Throws std::invalid_argument for other keys.
-void write_sysctl(const NetNs& ns, std::string_view key, std::string_view value);
+void write_sysctl(const NetNs& ns, std::string_view key, std::string_view value,
+                  Enter how = Enter::dedicated_thread);
 
 // The /proc/sys path of `key`; throws std::invalid_argument for keys with "..", empty parts or
 // characters other than [A-Za-z0-9_.-/].
