@@ -277,6 +277,10 @@ Result BridgePlugin::add(const Request& request) {
   const LinkInfo bridge = ensure_bridge(host, config);
 
   // The veth pair: container end named CNI_IFNAME, made directly in the container's namespace.
+  // The container MAC is chosen here (when the runtime gave none) so that it need not be read
+  // back; the kernel would pick the same kind of address.
+  static thread_local std::mt19937_64 random{std::random_device{}()};
+  const MacAddress container_mac = config.mac.value_or(MacAddress::random_local(random));
   std::string host_name;
   for (int attempt = 0;; ++attempt) {
     host_name = random_host_name();
@@ -285,7 +289,7 @@ Result BridgePlugin::add(const Request& request) {
                      .peer_name = env.ifname,
                      .peer_ns = &container_ns,
                      .mtu = config.mtu,
-                     .peer_mac = config.mac,
+                     .peer_mac = container_mac,
                      .master = bridge.index,
                      .up = true});
       break;
@@ -297,7 +301,11 @@ Result BridgePlugin::add(const Request& request) {
   rollback.add([&] { host.delete_link(host_name); });
   const LinkInfo host_veth = host.link(host_name);
   if (config.hairpin_mode) host.set_hairpin(host_veth.index, true);
-  const LinkInfo inside = container.link(env.ifname);
+  // The host end's IFLA_LINK is the container end's index there.
+  struct {
+    int index;
+    MacAddress mac;
+  } const inside{host_veth.peer_index, container_mac};
 
   // Addresses and routes inside the container.
   Result result = request.conf.prev_result.value_or(Result{});
@@ -452,14 +460,11 @@ void BridgePlugin::status(const Request& request) {
 void BridgePlugin::gc(const Request& request) {
   const BridgeConfig config = parse_bridge_config(request);
   run_ipam(request, config, Command::gc);
-  const json& raw = request.conf.raw;
-  const char* key = raw.contains("cni.dev/valid-attachments") ? "cni.dev/valid-attachments"
-                    : raw.contains("cni.dev/attachments")     ? "cni.dev/attachments"
-                                                              : nullptr;
-  if (!config.ip_masq || !key || !raw[key].is_array()) return;
+  const auto attachments = valid_attachments(request.conf.raw);
+  if (!config.ip_masq || !attachments) return;
   std::set<std::string> valid;
-  for (const auto& a : raw[key])
-    valid.insert(get_string(a, "containerID", "", key));
+  for (const auto& [id, ifname] : *attachments)
+    valid.insert(id);
   gc_masquerade(request.conf.name, valid);
 }
 

@@ -159,29 +159,12 @@ void ipam_check(const IpamConfig& config, const Environment& env,
 }
 
 void ipam_gc(const IpamConfig& config, const json& raw_conf) {
-  const char* key = raw_conf.contains("cni.dev/valid-attachments") ? "cni.dev/valid-attachments"
-                    : raw_conf.contains("cni.dev/attachments")     ? "cni.dev/attachments"
-                                                                   : nullptr;
-  if (!key) return;  // nothing says what is valid: release nothing
-  const json& list = raw_conf[key];
-  if (!list.is_array()) {
-    throw CniError(ErrorCode::invalid_network_config,
-                   std::string("config field ") + key + " = " + list.dump() + ": expected a list",
-                   key);
-  }
-  std::set<std::pair<std::string, std::string>> valid;
+  const auto attachments = valid_attachments(raw_conf);
+  if (!attachments) return;  // nothing says what is valid: release nothing
+  std::set<std::pair<std::string, std::string>> valid(attachments->begin(), attachments->end());
   std::set<std::string> valid_ids;
-  for (std::size_t i = 0; i < list.size(); ++i) {
-    const std::string path = std::string(key) + "[" + std::to_string(i) + "]";
-    const std::string id = get_string(list[i], "containerID", "", path + ".containerID");
-    const std::string ifname = get_string(list[i], "ifname", "", path + ".ifname");
-    if (id.empty()) {
-      throw CniError(ErrorCode::invalid_network_config,
-                     "config field " + path + ".containerID is required", path);
-    }
-    valid.emplace(id, ifname);
+  for (const auto& [id, ifname] : *attachments)
     valid_ids.insert(id);
-  }
   IpamStore store(config.state_dir());
   const auto lock = store.lock();
   store.remove_stale_temporaries();

@@ -73,6 +73,26 @@ NetConf parse_netconf(std::string_view text) {
   return conf;
 }
 
+std::optional<std::vector<std::pair<std::string, std::string>>> valid_attachments(const json& raw) {
+  const char* key = raw.contains("cni.dev/valid-attachments") ? "cni.dev/valid-attachments"
+                    : raw.contains("cni.dev/attachments")     ? "cni.dev/attachments"
+                                                              : nullptr;
+  if (!key) return std::nullopt;
+  const json& list = raw[key];
+  if (!list.is_array()) invalid(key, list, "expected a list");
+  std::vector<std::pair<std::string, std::string>> out;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const std::string path = std::string(key) + "[" + std::to_string(i) + "]";
+    const std::string id = get_string(list[i], "containerID", "", path + ".containerID");
+    if (id.empty()) {
+      throw CniError(ErrorCode::invalid_network_config,
+                     "config field " + path + ".containerID is required", path);
+    }
+    out.emplace_back(id, get_string(list[i], "ifname", "", path + ".ifname"));
+  }
+  return out;
+}
+
 bool get_bool(const json& object, const char* key, bool fallback, const std::string& path) {
   if (!object.is_object() || !object.contains(key) || object[key].is_null()) return fallback;
   if (!object[key].is_boolean()) invalid(path, object[key], "expected true or false");

@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "flatnet/cni/types.hpp"
 
@@ -25,6 +27,12 @@ struct NetConf {
 // incompatible_version for a cniVersion flatnet does not speak, invalid_network_config for a
 // missing or malformed name or type, decoding_failure for a malformed prevResult.
 NetConf parse_netconf(std::string_view text);
+
+// The attachments a GC request says are still valid: cni.dev/valid-attachments, else
+// cni.dev/attachments, as (container ID, ifname) pairs. nullopt when neither key is present (GC
+// must then release nothing). Throws CniError(invalid_network_config) naming the entry at fault.
+std::optional<std::vector<std::pair<std::string, std::string>>> valid_attachments(
+    const nlohmann::json& raw);
 
 // Helpers for plugin-specific fields: each throws CniError(invalid_network_config) naming the
 // field path and the value when the type is wrong, and returns `fallback` when absent or null.
