@@ -8,6 +8,7 @@
 
 #include "flatnet/cni/error.hpp"
 #include "flatnet/cni/exec.hpp"
+#include "flatnet/cni/failpoint.hpp"
 #include "flatnet/cni/ipam.hpp"
 #include "flatnet/cni/masquerade.hpp"
 #include "flatnet/netmodel/error.hpp"
@@ -264,6 +265,7 @@ Result BridgePlugin::add(const Request& request) {
   Rollback rollback;
   Result ipam = run_ipam(request, config, Command::add);
   rollback.add([&] { run_ipam(request, config, Command::del); });
+  fail_point("ipam-added");
   if (config.is_default_gateway) {
     for (const auto& route : ipam.routes) {
       if (route.dst.length() == 0) {
@@ -275,6 +277,7 @@ Result BridgePlugin::add(const Request& request) {
   }
 
   const LinkInfo bridge = ensure_bridge(host, config);
+  fail_point("bridge-ready");
 
   // The veth pair: container end named CNI_IFNAME, made directly in the container's namespace.
   // The container MAC is chosen here (when the runtime gave none) so that it need not be read
@@ -299,8 +302,10 @@ Result BridgePlugin::add(const Request& request) {
     }
   }
   rollback.add([&] { host.delete_link(host_name); });
+  fail_point("veth-created");
   const LinkInfo host_veth = host.link(host_name);
   if (config.hairpin_mode) host.set_hairpin(host_veth.index, true);
+  fail_point("hairpin-set");
   // The host end's IFLA_LINK is the container end's index there.
   struct {
     int index;
@@ -329,6 +334,7 @@ Result BridgePlugin::add(const Request& request) {
     }
   }
   container.set_up(inside.index);
+  fail_point("addresses-added");
   for (const auto& route : routes) {
     std::optional<IpAddress> gw = route.gw;
     if (!gw) {
@@ -345,6 +351,7 @@ Result BridgePlugin::add(const Request& request) {
                          .metric = static_cast<unsigned>(route.priority.value_or(0))});
   }
   result.routes.insert(result.routes.end(), routes.begin(), routes.end());
+  fail_point("routes-added");
 
   // The gateway side: addresses on the bridge, forwarding on.
   if (config.is_gateway) {
@@ -355,6 +362,7 @@ Result BridgePlugin::add(const Request& request) {
       enable_forwarding(ip.address.family());
     }
   }
+  fail_point("gateway-set");
   if (config.ip_masq && !ipam.ips.empty()) {
     std::vector<IpPrefix> addresses;
     for (const auto& ip : ipam.ips)
@@ -362,6 +370,7 @@ Result BridgePlugin::add(const Request& request) {
     rollback.add([&] { teardown_masquerade(request.conf.name, env.container_id); });
     setup_masquerade(request.conf.name, env.container_id, addresses);
   }
+  fail_point("masquerade-set");
   result.dns = ipam.dns;
   if (request.conf.raw.contains("dns")) {
     const Dns configured = parse_dns(request.conf.raw["dns"]);

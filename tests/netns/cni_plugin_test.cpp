@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <mutex>
@@ -55,9 +56,11 @@ class CniPlugins : public testing::NetnsTest {
     NetnsTest::SetUp();
     if (IsSkipped()) return;
     node_ = &scratch_.add("node");
+    // Parameterised tests are named "Case/param": keep the name one path component.
+    std::string test = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::replace(test.begin(), test.end(), '/', '-');
     data_dir_ = fs::path(::testing::TempDir()) /
-                ("flatnet-cni-test-" + std::to_string(::getpid()) + "-" +
-                 ::testing::UnitTest::GetInstance()->current_test_info()->name());
+                ("flatnet-cni-test-" + std::to_string(::getpid()) + "-" + test);
     fs::remove_all(data_dir_);
   }
   void TearDown() override {
@@ -67,13 +70,15 @@ class CniPlugins : public testing::NetnsTest {
   // Runs `plugin` (a file in the flatnet or reference plugin directory) in the node namespace.
   Invocation run(const std::string& plugin, const std::string& command, const std::string& id,
                  const std::string& netns, const std::string& ifname, const json& config,
-                 const std::string& args = "") {
+                 const std::string& args = "",
+                 const std::map<std::string, std::string>& extra_vars = {}) {
     std::map<std::string, std::string> vars = {{"CNI_COMMAND", command},
                                                {"CNI_PATH", kFlatnetDir + ":" + kReferenceDir}};
     if (!id.empty()) vars["CNI_CONTAINERID"] = id;
     if (!netns.empty()) vars["CNI_NETNS"] = netns;
     if (!ifname.empty()) vars["CNI_IFNAME"] = ifname;
     if (!args.empty()) vars["CNI_ARGS"] = args;
+    vars.insert(extra_vars.begin(), extra_vars.end());
     const std::string dir = plugin.rfind("flatnet", 0) == 0 ? kFlatnetDir : kReferenceDir;
     const ExecOutput output = exec_program(dir + "/" + plugin, vars, config.dump(), {}, node_);
     Invocation inv{output.status, json(), output.out, output.err};
@@ -427,6 +432,38 @@ TEST_F(CniMasquerade, GcRemovesRulesAndAddressesOfAttachmentsNoLongerValid) {
   EXPECT_EQ(reservations().size(), 1u);
   const Invocation status = run("flatnet-cni", "STATUS", "", "", "", conf());
   EXPECT_EQ(status.status, 0) << status.raw;
+}
+
+// Every step of ADD, made to fail after it is done (fail points), with every option on that
+// makes ADD do more: whatever the step, nothing of this ADD survives.
+TEST_F(CniMasquerade, AFailureAfterAnyStepOfAddIsRolledBack) {
+  json config = masq_conf();
+  config["hairpinMode"] = true;
+  config["isDefaultGateway"] = true;
+  config["ipam"]["routes"] = json::array({{{"dst", "192.0.2.0/24"}}});
+  // The bridge and its gateway address are shared by every pod: make them exist first.
+  NetNs& first = scratch_.add("first");
+  ASSERT_EQ(run("flatnet-cni", "ADD", "first", first.path(), "eth0", config).status, 0);
+  const auto links_before = node_links();
+  const auto reserved_before = reservations();
+  for (const char* point : {"ipam-added", "bridge-ready", "veth-created", "hairpin-set",
+                            "addresses-added", "routes-added", "gateway-set", "masquerade-set"}) {
+    SCOPED_TRACE(point);
+    NetNs& pod = scratch_.add("step");
+    const Invocation add = run("flatnet-cni", "ADD", "victim", pod.path(), "eth0", config, "",
+                               {{"FLATNET_CNI_FAILPOINTS", point}});
+    EXPECT_EQ(add.status, 1);
+    EXPECT_EQ(add.out["code"], 100) << add.raw;
+    EXPECT_THAT(add.out["msg"].get<std::string>(),
+                HasSubstr(std::string("injected failure at ") + point));
+    EXPECT_EQ(node_links(), links_before);
+    EXPECT_EQ(reservations(), reserved_before);
+    EXPECT_THAT(nat_rules(), ::testing::Not(HasSubstr(masquerade_chain("testnet", "victim"))));
+    EXPECT_FALSE(Netlink::open(pod).find_link("eth0"));
+  }
+  // And without the fail point the same ADD goes through.
+  NetNs& pod = scratch_.add("nofail");
+  EXPECT_EQ(run("flatnet-cni", "ADD", "victim", pod.path(), "eth0", config).status, 0);
 }
 
 // --- a parallel storm ---
