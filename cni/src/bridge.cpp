@@ -58,15 +58,30 @@ class Rollback {
 
 // Runs the configured IPAM for `command`: in this process when it is flatnet-ipam (same code,
 // same on-disk state as the binary), else the plugin found in CNI_PATH.
-Result run_ipam(const Request& request, const BridgeConfig& config, Command command) {
+// For ADD, `undo` becomes what gives back exactly what this call reserved: in-process that is only
+// the new reservations (a repeated ADD is handed addresses an earlier ADD still uses); a delegated
+// plugin gets DEL, as the reference plugin does.
+Result run_ipam(const Request& request, const BridgeConfig& config, Command command,
+                std::function<void()>* undo = nullptr) {
   if (config.ipam_type.empty()) return {};
   if (config.ipam_type != kInProcessIpam) {
-    return delegate(config.ipam_type, command, request.env, request.conf.raw.dump());
+    Result result = delegate(config.ipam_type, command, request.env, request.conf.raw.dump());
+    if (undo) {
+      *undo = [&request, type = config.ipam_type] {
+        delegate(type, Command::del, request.env, request.conf.raw.dump());
+      };
+    }
+    return result;
   }
-  const IpamConfig ipam = parse_ipam_config(request.conf, request.env);
+  const IpamConfig ipam = parse_ipam_config(
+      request.conf, request.env, command == Command::add ? IpamUse::add : IpamUse::other);
   switch (command) {
-    case Command::add:
-      return ipam_add(ipam, request.env);
+    case Command::add: {
+      std::vector<IpAddress> reserved;
+      Result result = ipam_add(ipam, request.env, &reserved);
+      if (undo) *undo = [ipam, reserved] { ipam_release(ipam, reserved); };
+      return result;
+    }
     case Command::del:
       ipam_del(ipam, request.env);
       break;
@@ -147,7 +162,12 @@ void ensure_gateway_address(Netlink& host, const LinkInfo& bridge, const IpPrefi
       host.delete_address(bridge.index, a.prefix);
     }
   }
-  host.add_address(bridge.index, gateway, {.nodad = true});
+  try {
+    host.add_address(bridge.index, gateway, {.nodad = true});
+  } catch (const std::system_error& e) {
+    // A concurrent ADD put the same address there between our listing and our request.
+    if (!netmodel::is_errno(e, EEXIST)) throw;
+  }
 }
 
 void enable_forwarding(Family family) {
@@ -263,8 +283,9 @@ Result BridgePlugin::add(const Request& request) {
   }
 
   Rollback rollback;
-  Result ipam = run_ipam(request, config, Command::add);
-  rollback.add([&] { run_ipam(request, config, Command::del); });
+  std::function<void()> release_addresses;
+  Result ipam = run_ipam(request, config, Command::add, &release_addresses);
+  if (release_addresses) rollback.add(release_addresses);
   fail_point("ipam-added");
   if (config.is_default_gateway) {
     for (const auto& route : ipam.routes) {
@@ -315,7 +336,9 @@ Result BridgePlugin::add(const Request& request) {
   // Addresses and routes inside the container.
   Result result = request.conf.prev_result.value_or(Result{});
   const int first = static_cast<int>(result.interfaces.size());
-  result.interfaces.push_back({.name = bridge.name, .mac = bridge.mac.to_string()});
+  // Re-read: a bridge without a MAC of its own takes its ports' lowest, which just changed.
+  const LinkInfo bridge_now = host.find_link(bridge.index).value_or(bridge);
+  result.interfaces.push_back({.name = bridge.name, .mac = bridge_now.mac.to_string()});
   result.interfaces.push_back({.name = host_name,
                                .mac = host_veth.mac.to_string(),
                                .mtu = config.mtu ? std::optional(config.mtu) : std::nullopt});
@@ -367,8 +390,9 @@ Result BridgePlugin::add(const Request& request) {
     std::vector<IpPrefix> addresses;
     for (const auto& ip : ipam.ips)
       addresses.push_back(ip.address);
-    rollback.add([&] { teardown_masquerade(request.conf.name, env.container_id); });
-    setup_masquerade(request.conf.name, env.container_id, addresses);
+    const MasqueradeOwner owner{request.conf.name, env.container_id, env.ifname};
+    rollback.add([owner] { teardown_masquerade(owner); });
+    setup_masquerade(owner, addresses);
   }
   fail_point("masquerade-set");
   result.dns = ipam.dns;
@@ -384,7 +408,9 @@ void BridgePlugin::del(const Request& request) {
   const BridgeConfig config = parse_bridge_config(request);
   // The addresses and the masquerade rules go whatever state the container is in.
   run_ipam(request, config, Command::del);
-  if (config.ip_masq) teardown_masquerade(request.conf.name, request.env.container_id);
+  if (config.ip_masq) {
+    teardown_masquerade({request.conf.name, request.env.container_id, request.env.ifname});
+  }
   if (request.env.netns.empty()) return;
   std::optional<NetNs> ns;
   try {
@@ -471,10 +497,7 @@ void BridgePlugin::gc(const Request& request) {
   run_ipam(request, config, Command::gc);
   const auto attachments = valid_attachments(request.conf.raw);
   if (!config.ip_masq || !attachments) return;
-  std::set<std::string> valid;
-  for (const auto& [id, ifname] : *attachments)
-    valid.insert(id);
-  gc_masquerade(request.conf.name, valid);
+  gc_masquerade(request.conf.name, {attachments->begin(), attachments->end()});
 }
 
 }  // namespace flatnet::cni

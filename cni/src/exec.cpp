@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -88,6 +90,9 @@ ExecOutput exec_program(const std::filesystem::path& program,
     ::_exit(127);
   }
   status_pipe.close_write();
+  // Our end of the child's stdin must not block: a write that waits for the child to read while
+  // the child waits for us to read its output would never end.
+  ::fcntl(in.write, F_SETFL, ::fcntl(in.write, F_GETFL) | O_NONBLOCK);
   int child_errno = 0;
   const ssize_t got = ::read(status_pipe.read, &child_errno, sizeof child_errno);
   if (got == sizeof child_errno) {
@@ -101,6 +106,17 @@ ExecOutput exec_program(const std::filesystem::path& program,
   in.close_read();
   out.close_write();
   err.close_write();
+
+  // A child that exits without reading all of its stdin makes our write fail with EPIPE; the
+  // SIGPIPE that comes with it must not kill the caller. Block it on this thread while we write
+  // and take back one that arrived, leaving the process's signal handling as it was.
+  sigset_t pipe_only, old_mask;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  sigset_t pending_before;
+  sigpending(&pending_before);
+  const bool pipe_was_pending = sigismember(&pending_before, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_only, &old_mask);
 
   // Feed stdin and drain stdout and stderr together, so that neither side can block the other.
   ExecOutput result;
@@ -125,12 +141,13 @@ ExecOutput exec_program(const std::filesystem::path& program,
     }
     if (::poll(fds, n, -1) < 0) {
       if (errno == EINTR) continue;
-      break;
+      break;  // the pipes are closed below, so the child cannot stay blocked on them
     }
     if (in_slot >= 0 && fds[in_slot].revents) {
       const ssize_t w = ::write(in.write, input.data() + written, input.size() - written);
       if (w > 0) written += static_cast<std::size_t>(w);
-      if (w < 0 || written == input.size()) in.close_write();
+      const bool retry = w < 0 && (errno == EAGAIN || errno == EINTR);
+      if ((w < 0 && !retry) || written == input.size()) in.close_write();
     }
     auto drain = [&](int slot, Pipe& pipe, std::string& into) {
       if (slot < 0 || !fds[slot].revents) return;
@@ -145,11 +162,41 @@ ExecOutput exec_program(const std::filesystem::path& program,
     drain(err_slot, err, result.err);
   }
   in.close_write();
+  out.close_read();
+  err.close_read();
+  sigset_t pending;
+  sigpending(&pending);
+  if (!pipe_was_pending && sigismember(&pending, SIGPIPE)) {
+    const timespec zero{0, 0};
+    sigtimedwait(&pipe_only, nullptr, &zero);
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  pid_t waited;
+  while ((waited = ::waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
+  }
+  if (waited < 0) {
+    // ECHILD: the child was reaped behind our back (SIGCHLD ignored by whoever started us), so
+    // its exit status is lost; success must not be assumed.
+    throw CniError(ErrorCode::plugin_failure,
+                   "cannot learn how " + program_text + " ended: " + std::strerror(errno));
   }
   result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return result;
+}
+
+std::map<std::string, std::string> environment_with(const std::map<std::string, std::string>& cni) {
+  std::map<std::string, std::string> vars;
+  for (char** e = environ; e && *e; ++e) {
+    const std::string_view entry = *e;
+    const auto eq = entry.find('=');
+    if (eq == std::string_view::npos || entry.rfind("CNI_", 0) == 0) continue;
+    vars.emplace(entry.substr(0, eq), entry.substr(eq + 1));
+  }
+  for (const auto& [k, v] : cni)
+    vars[k] = v;
+  return vars;
 }
 
 std::filesystem::path find_plugin(const std::string& type, const std::vector<std::string>& dirs) {
@@ -174,7 +221,8 @@ std::filesystem::path find_plugin(const std::string& type, const std::vector<std
 Result delegate(const std::string& type, Command command, const Environment& env,
                 const std::string& config) {
   const std::filesystem::path program = find_plugin(type, env.path);
-  const ExecOutput output = exec_program(program, env.to_variables(command), config);
+  const ExecOutput output =
+      exec_program(program, environment_with(env.to_variables(command)), config);
   if (output.status != 0) {
     const nlohmann::json j = nlohmann::json::parse(output.out, nullptr, false);
     if (j.is_object() && j.contains("code")) {

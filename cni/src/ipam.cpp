@@ -63,7 +63,8 @@ std::optional<IpAddress> allocate_next(IpamStore& store, const RangeSet& set, st
 
 }  // namespace
 
-Result ipam_add(const IpamConfig& config, const Environment& env) {
+Result ipam_add(const IpamConfig& config, const Environment& env,
+                std::vector<netmodel::IpAddress>* newly_reserved) {
   IpamStore store(config.state_dir());
   const auto lock = store.lock();
   store.remove_stale_temporaries();
@@ -119,7 +120,15 @@ Result ipam_add(const IpamConfig& config, const Environment& env) {
   }
   result.routes = config.routes;
   result.dns = config.dns;
+  if (newly_reserved) *newly_reserved = reserved_now;
   return result;
+}
+
+void ipam_release(const IpamConfig& config, const std::vector<netmodel::IpAddress>& addresses) {
+  IpamStore store(config.state_dir());
+  const auto lock = store.lock();
+  for (const auto& a : addresses)
+    store.release(a);
 }
 
 void ipam_del(const IpamConfig& config, const Environment& env) {
@@ -205,19 +214,20 @@ Result IpamPlugin::add(const Request& request) {
 }
 
 void IpamPlugin::del(const Request& request) {
-  ipam_del(parse_ipam_config(request.conf, request.env), request.env);
+  ipam_del(parse_ipam_config(request.conf, request.env, IpamUse::other), request.env);
 }
 
 void IpamPlugin::check(const Request& request) {
-  ipam_check(parse_ipam_config(request.conf, request.env), request.env, request.conf.prev_result);
+  ipam_check(parse_ipam_config(request.conf, request.env, IpamUse::other), request.env,
+             request.conf.prev_result);
 }
 
 void IpamPlugin::status(const Request& request) {
-  ipam_status(parse_ipam_config(request.conf, request.env));
+  ipam_status(parse_ipam_config(request.conf, request.env, IpamUse::other));
 }
 
 void IpamPlugin::gc(const Request& request) {
-  ipam_gc(parse_ipam_config(request.conf, request.env), request.conf.raw);
+  ipam_gc(parse_ipam_config(request.conf, request.env, IpamUse::other), request.conf.raw);
 }
 
 }  // namespace flatnet::cni

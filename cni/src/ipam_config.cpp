@@ -161,7 +161,7 @@ std::string to_string(const RangeSet& set) {
   return text;
 }
 
-IpamConfig parse_ipam_config(const NetConf& conf, const Environment& env) {
+IpamConfig parse_ipam_config(const NetConf& conf, const Environment& env, IpamUse use) {
   const json& ipam = conf.raw.contains("ipam") ? conf.raw["ipam"] : json();
   if (!ipam.is_object()) invalid("ipam", ipam, "an ipam section is required");
   IpamConfig config;
@@ -245,12 +245,13 @@ IpamConfig parse_ipam_config(const NetConf& conf, const Environment& env) {
       config.routes.push_back(route);
     }
   }
+  config.requested.resize(config.range_sets.size());
+  if (use != IpamUse::add) return config;
   const std::string resolv = get_string(ipam, "resolvConf", "", "ipam.resolvConf");
   if (!resolv.empty()) config.dns = read_resolv_conf(resolv);
 
   // Each requested address goes to the range set whose ranges hold it (host-local's
   // RangeSet.Contains); the same address requested twice counts once.
-  config.requested.resize(config.range_sets.size());
   for (const auto& [text, path] : requested_texts(conf, env)) {
     const IpAddress address = parse_requested(text, path);
     std::size_t i = 0;

@@ -1,5 +1,6 @@
 #include "flatnet/cni/masquerade.hpp"
 
+#include <optional>
 #include <sstream>
 
 #include "flatnet/cni/error.hpp"
@@ -17,14 +18,17 @@ std::string tool(Family family, const char* what) {
   return std::string(family == Family::v4 ? "iptables-" : "ip6tables-") + what;
 }
 
-// iptables-save -t nat of one family ("" when the tool has nothing to say).
-std::string save_nat(Family family) {
+// iptables-save -t nat of one family; nullopt when that family's tables cannot be read (no
+// IPv6 on this host, or no such tool).
+std::optional<std::string> save_nat(Family family) {
   const std::string name = tool(family, "save");
-  const ExecOutput out = exec_program(find_plugin(name, kToolDirs), {}, "", {"-t", "nat"});
-  if (out.status != 0) {
-    throw CniError(ErrorCode::plugin_failure, name + " -t nat failed: " + out.err);
+  try {
+    const ExecOutput out = exec_program(find_plugin(name, kToolDirs), {}, "", {"-t", "nat"});
+    if (out.status != 0) return std::nullopt;
+    return out.out;
+  } catch (const CniError&) {
+    return std::nullopt;
   }
-  return out.out;
 }
 
 void restore(Family family, const std::string& input) {
@@ -68,10 +72,11 @@ std::string quoted(const std::string& text) {
 
 }  // namespace
 
-std::string masquerade_chain(const std::string& network, const std::string& container_id) {
-  // FNV-1a, 64 bits: stable across builds and machines (std::hash is not).
+std::string masquerade_chain(const MasqueradeOwner& owner) {
+  // FNV-1a, 64 bits: stable across builds and machines (std::hash is not). The parts are joined
+  // with characters none of them can hold.
   std::uint64_t hash = 0xcbf29ce484222325ull;
-  for (const char c : network + "/" + container_id) {
+  for (const char c : owner.network + "/" + owner.container_id + "/" + owner.ifname) {
     hash ^= static_cast<unsigned char>(c);
     hash *= 0x100000001b3ull;
   }
@@ -82,16 +87,16 @@ std::string masquerade_chain(const std::string& network, const std::string& cont
   return chain;
 }
 
-std::string masquerade_comment(const std::string& network, const std::string& container_id) {
-  return "name: \"" + network + "\" id: \"" + container_id + "\"";
+std::string masquerade_comment(const MasqueradeOwner& owner) {
+  return "name: \"" + owner.network + "\" id: \"" + owner.container_id + "\" ifname: \"" +
+         owner.ifname + "\"";
 }
 
-std::string render_masquerade_setup(const std::string& network, const std::string& container_id,
+std::string render_masquerade_setup(const MasqueradeOwner& owner,
                                     const std::vector<IpPrefix>& addresses,
                                     const std::string& existing) {
-  const std::string chain = masquerade_chain(network, container_id);
-  const std::string comment =
-      "-m comment --comment " + quoted(masquerade_comment(network, container_id));
+  const std::string chain = masquerade_chain(owner);
+  const std::string comment = "-m comment --comment " + quoted(masquerade_comment(owner));
   std::string out = "*nat\n:" + chain + " - [0:0]\n";  // declaring the chain also flushes it
   for (const auto& line : jumps_to(chain, existing))
     out += "-D" + line.substr(2) + "\n";
@@ -106,9 +111,8 @@ std::string render_masquerade_setup(const std::string& network, const std::strin
   return out + "COMMIT\n";
 }
 
-std::string render_masquerade_teardown(const std::string& network, const std::string& container_id,
-                                       const std::string& existing) {
-  const std::string chain = masquerade_chain(network, container_id);
+std::string render_masquerade_teardown(const MasqueradeOwner& owner, const std::string& existing) {
+  const std::string chain = masquerade_chain(owner);
   const auto jumps = jumps_to(chain, existing);
   if (jumps.empty() && !chain_exists(chain, existing)) return "";
   std::string out = "*nat\n";
@@ -118,53 +122,71 @@ std::string render_masquerade_teardown(const std::string& network, const std::st
   return out + "COMMIT\n";
 }
 
-std::set<std::pair<std::string, std::string>> masquerade_owners(const std::string& existing) {
-  std::set<std::pair<std::string, std::string>> owners;
+std::set<MasqueradeOwner> masquerade_owners(const std::string& existing) {
+  // iptables-save writes the comment back as --comment "name: \"n\" id: \"c\" ifname: \"i\"".
+  std::set<MasqueradeOwner> owners;
   std::istringstream in(existing);
   std::string line;
-  const std::string marker = "--comment \"name: \\\"";
+  auto field = [](const std::string& text, const std::string& key, std::size_t from,
+                  std::size_t* end) -> std::optional<std::string> {
+    const std::string open = key + ": \\\"";
+    const auto begin = text.find(open, from);
+    if (begin == std::string::npos) return std::nullopt;
+    const auto value_begin = begin + open.size();
+    const auto value_end = text.find("\\\"", value_begin);
+    if (value_end == std::string::npos) return std::nullopt;
+    *end = value_end + 2;
+    return text.substr(value_begin, value_end - value_begin);
+  };
   while (std::getline(in, line)) {
-    if (line.find(" -j FLATNET-") == std::string::npos) continue;
-    const auto start = line.find(marker);
-    if (start == std::string::npos) continue;
-    const auto name_begin = start + marker.size();
-    const auto name_end = line.find("\\\" id: \\\"", name_begin);
-    if (name_end == std::string::npos) continue;
-    const auto id_begin = name_end + 9;
-    const auto id_end = line.find("\\\"", id_begin);
-    if (id_end == std::string::npos) continue;
-    owners.emplace(line.substr(name_begin, name_end - name_begin),
-                   line.substr(id_begin, id_end - id_begin));
+    if (line.rfind("-A POSTROUTING ", 0) != 0 || line.find(" -j FLATNET-") == std::string::npos) {
+      continue;
+    }
+    const auto comment = line.find("--comment \"");
+    if (comment == std::string::npos) continue;
+    std::size_t at = comment;
+    const auto network = field(line, "name", at, &at);
+    const auto id = network ? field(line, "id", at, &at) : std::nullopt;
+    const auto ifname = id ? field(line, "ifname", at, &at) : std::nullopt;
+    if (ifname) owners.insert({*network, *id, *ifname});
   }
   return owners;
 }
 
-void setup_masquerade(const std::string& network, const std::string& container_id,
-                      const std::vector<IpPrefix>& addresses) {
+void setup_masquerade(const MasqueradeOwner& owner, const std::vector<IpPrefix>& addresses) {
   for (const Family family : {Family::v4, Family::v6}) {
     std::vector<IpPrefix> of_family;
     for (const auto& a : addresses) {
       if (a.family() == family) of_family.push_back(a);
     }
     if (of_family.empty()) continue;
-    restore(family, render_masquerade_setup(network, container_id, of_family, save_nat(family)));
+    const auto existing = save_nat(family);
+    if (!existing) {
+      throw CniError(ErrorCode::plugin_failure,
+                     tool(family, "save") + " cannot read the nat table of this namespace");
+    }
+    restore(family, render_masquerade_setup(owner, of_family, *existing));
   }
 }
 
-void teardown_masquerade(const std::string& network, const std::string& container_id) {
+void teardown_masquerade(const MasqueradeOwner& owner) {
   for (const Family family : {Family::v4, Family::v6}) {
-    restore(family, render_masquerade_teardown(network, container_id, save_nat(family)));
+    if (const auto existing = save_nat(family)) {
+      restore(family, render_masquerade_teardown(owner, *existing));
+    }
   }
 }
 
-void gc_masquerade(const std::string& network, const std::set<std::string>& valid_ids) {
+void gc_masquerade(const std::string& network,
+                   const std::set<std::pair<std::string, std::string>>& valid) {
   for (const Family family : {Family::v4, Family::v6}) {
-    const std::string existing = save_nat(family);
+    const auto existing = save_nat(family);
+    if (!existing) continue;
     std::string input;
-    for (const auto& [owner_network, id] : masquerade_owners(existing)) {
-      if (owner_network != network || valid_ids.count(id)) continue;
-      const std::string part = render_masquerade_teardown(owner_network, id, existing);
-      // Merge the transactions: strip each part's own "*nat" and "COMMIT".
+    for (const auto& owner : masquerade_owners(*existing)) {
+      if (owner.network != network || valid.count({owner.container_id, owner.ifname})) continue;
+      const std::string part = render_masquerade_teardown(owner, *existing);
+      // Merge the transactions: strip each part's own "*nat\n" and "COMMIT\n".
       input += part.substr(5, part.size() - 5 - 7);
     }
     if (!input.empty()) restore(family, "*nat\n" + input + "COMMIT\n");

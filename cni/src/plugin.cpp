@@ -1,5 +1,6 @@
 #include "flatnet/cni/plugin.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -136,6 +137,9 @@ int plugin_main(int argc, char** argv, Plugin& plugin, const std::string& about,
                      "(see --help)\n");
     return 2;
   }
+  // Whatever the runtime left us: SIGCHLD ignored would make the kernel reap our children before
+  // we can read how they ended (a failed IPAM plugin would look like success).
+  ::signal(SIGCHLD, SIG_DFL);
   std::string out, err;
   const int status = run_plugin(
       plugin, {[](const char* name) { return ::getenv(name); }, read_all(0), &out, &err}, about);

@@ -111,8 +111,8 @@ json Runtime::invoke(const json& plugin, Command command, const Attachment* atta
       pairs.push_back(k + "=" + v);
     if (!pairs.empty()) vars["CNI_ARGS"] = join(pairs, ';');
   }
-  const ExecOutput output =
-      exec_program(find_plugin(type, plugin_dirs_), vars, config.dump(), {}, netns_);
+  const ExecOutput output = exec_program(find_plugin(type, plugin_dirs_), environment_with(vars),
+                                         config.dump(), {}, netns_);
   const json out = output.out.empty() ? json() : json::parse(output.out, nullptr, false);
   if (output.status != 0) {
     if (out.is_object() && out.contains("code")) {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -339,6 +340,38 @@ TEST_F(CniPlugins, AFailedAddLeavesNothingBehind) {
   }
 }
 
+TEST_F(CniPlugins, ARepeatedAddThatFailsLeavesTheFirstAttachmentItsAddress) {
+  NetNs& first = scratch_.add("dup1");
+  NetNs& second = scratch_.add("dup2");
+  const json config = conf();
+  const Invocation add = run("flatnet-cni", "ADD", "dup", first.path(), "eth0", config);
+  ASSERT_EQ(add.status, 0) << add.raw;
+  const std::string address =
+      IpPrefix::parse(add.out["ips"][0]["address"].get<std::string>()).address().to_string();
+  // IPAM answers the repeated ADD with the address it holds; the ADD then fails.
+  const Invocation again = run("flatnet-cni", "ADD", "dup", second.path(), "eth0", config, "",
+                               {{"FLATNET_CNI_FAILPOINTS", "veth-created"}});
+  EXPECT_EQ(again.status, 1);
+  EXPECT_EQ(reservations(), (std::set<std::string>{address}))
+      << "the rollback gave back only what the failed ADD reserved";
+}
+
+TEST_F(CniPlugins, DelSucceedsWhenTheResolvConfIsGone) {
+  NetNs& pod = scratch_.add("resolv");
+  const fs::path resolv = data_dir_ / "resolv.conf";
+  fs::create_directories(data_dir_);
+  std::ofstream(resolv) << "nameserver 10.96.0.10\nsearch default.svc.cluster.local\n";
+  json config = conf();
+  config["ipam"]["resolvConf"] = resolv.string();
+  const Invocation add = run("flatnet-cni", "ADD", "rc", pod.path(), "eth0", config);
+  ASSERT_EQ(add.status, 0) << add.raw;
+  EXPECT_EQ(add.out["dns"]["nameservers"][0], "10.96.0.10");
+  fs::remove(resolv);
+  const Invocation del = run("flatnet-cni", "DEL", "rc", pod.path(), "eth0", config);
+  EXPECT_EQ(del.status, 0) << del.raw;
+  EXPECT_TRUE(reservations().empty());
+}
+
 TEST_F(CniPlugins, RefusesToConfigureItsOwnNamespace) {
   const Invocation add = run("flatnet-cni", "ADD", "self", node_->path(), "eth0", conf());
   EXPECT_EQ(add.status, 1);
@@ -381,8 +414,8 @@ TEST_F(CniMasquerade, TrafficLeavingTheSubnetIsNatedTrafficInsideIsNot) {
   ASSERT_EQ(run("flatnet-cni", "ADD", "m2", peer.path(), "eth0", config).status, 0);
   const IpAddress pod_ip =
       IpPrefix::parse(add.out["ips"][0]["address"].get<std::string>()).address();
-  EXPECT_THAT(nat_rules(), HasSubstr(masquerade_chain("testnet", "m1")));
-  EXPECT_THAT(nat_rules(), HasSubstr("name: \\\"testnet\\\" id: \\\"m1\\\""));
+  EXPECT_THAT(nat_rules(), HasSubstr(masquerade_chain({"testnet", "m1", "eth0"})));
+  EXPECT_THAT(nat_rules(), HasSubstr("name: \\\"testnet\\\" id: \\\"m1\\\" ifname: \\\"eth0\\\""));
 
   auto far = testing::listen_tcp(outside, IpAddress::parse("172.31.0.2"), 8000);
   const auto out = testing::tcp_exchange(pod, far, IpAddress::parse("172.31.0.2"), 8000, "x");
@@ -397,9 +430,9 @@ TEST_F(CniMasquerade, TrafficLeavingTheSubnetIsNatedTrafficInsideIsNot) {
   // The spec forbids a second ADD of one attachment; it fails and loses nothing.
   EXPECT_EQ(run("flatnet-cni", "ADD", "m1", pod.path(), "eth0", config).status, 1);
   EXPECT_EQ(reservations().count(pod_ip.to_string()), 1u);
-  EXPECT_THAT(nat_rules(), HasSubstr(masquerade_chain("testnet", "m1")));
+  EXPECT_THAT(nat_rules(), HasSubstr(masquerade_chain({"testnet", "m1", "eth0"})));
   EXPECT_EQ(run("flatnet-cni", "DEL", "m1", pod.path(), "eth0", config).status, 0);
-  EXPECT_THAT(nat_rules(), ::testing::Not(HasSubstr(masquerade_chain("testnet", "m1"))));
+  EXPECT_THAT(nat_rules(), ::testing::Not(HasSubstr(masquerade_chain({"testnet", "m1", "eth0"}))));
   EXPECT_EQ(run("flatnet-cni", "DEL", "m2", peer.path(), "eth0", config).status, 0);
   EXPECT_THAT(nat_rules(), ::testing::Not(HasSubstr("FLATNET-")));
 }
@@ -427,11 +460,26 @@ TEST_F(CniMasquerade, GcRemovesRulesAndAddressesOfAttachmentsNoLongerValid) {
   const Invocation gc = run("flatnet-cni", "GC", "", "", "", config);
   EXPECT_EQ(gc.status, 0) << gc.raw;
   const std::string rules = nat_rules();
-  EXPECT_THAT(rules, HasSubstr(masquerade_chain("testnet", "keep")));
-  EXPECT_THAT(rules, ::testing::Not(HasSubstr(masquerade_chain("testnet", "drop"))));
+  EXPECT_THAT(rules, HasSubstr(masquerade_chain({"testnet", "keep", "eth0"})));
+  EXPECT_THAT(rules, ::testing::Not(HasSubstr(masquerade_chain({"testnet", "drop", "eth0"}))));
   EXPECT_EQ(reservations().size(), 1u);
   const Invocation status = run("flatnet-cni", "STATUS", "", "", "", conf());
   EXPECT_EQ(status.status, 0) << status.raw;
+}
+
+TEST_F(CniMasquerade, TwoInterfacesOfOneContainerKeepTheirOwnRules) {
+  NetNs& pod = scratch_.add("multi");
+  json config = masq_conf();
+  config["ipam"].erase("routes");  // two default routes in one pod would collide
+  ASSERT_EQ(run("flatnet-cni", "ADD", "c1", pod.path(), "eth0", config).status, 0);
+  const Invocation second = run("flatnet-cni", "ADD", "c1", pod.path(), "net1", config);
+  ASSERT_EQ(second.status, 0) << second.raw;
+  EXPECT_THAT(nat_rules(), HasSubstr(masquerade_chain({"testnet", "c1", "eth0"})));
+  EXPECT_THAT(nat_rules(), HasSubstr(masquerade_chain({"testnet", "c1", "net1"})));
+  EXPECT_EQ(run("flatnet-cni", "DEL", "c1", pod.path(), "net1", config).status, 0);
+  EXPECT_THAT(nat_rules(), HasSubstr(masquerade_chain({"testnet", "c1", "eth0"})));
+  EXPECT_THAT(nat_rules(), ::testing::Not(HasSubstr(masquerade_chain({"testnet", "c1", "net1"}))));
+  EXPECT_EQ(reservations().size(), 1u);
 }
 
 // Every step of ADD, made to fail after it is done (fail points), with every option on that
@@ -458,7 +506,8 @@ TEST_F(CniMasquerade, AFailureAfterAnyStepOfAddIsRolledBack) {
                 HasSubstr(std::string("injected failure at ") + point));
     EXPECT_EQ(node_links(), links_before);
     EXPECT_EQ(reservations(), reserved_before);
-    EXPECT_THAT(nat_rules(), ::testing::Not(HasSubstr(masquerade_chain("testnet", "victim"))));
+    EXPECT_THAT(nat_rules(),
+                ::testing::Not(HasSubstr(masquerade_chain({"testnet", "victim", "eth0"}))));
     EXPECT_FALSE(Netlink::open(pod).find_link("eth0"));
   }
   // And without the fail point the same ADD goes through.

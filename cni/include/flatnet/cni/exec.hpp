@@ -29,6 +29,10 @@ ExecOutput exec_program(const std::filesystem::path& program,
                         const std::string& input, const std::vector<std::string>& args = {},
                         const netmodel::NetNs* netns = nullptr);
 
+// This process's environment with its CNI_* variables replaced by `cni`: what a plugin executed on
+// behalf of a runtime sees (libcni passes the runtime's environment on the same way).
+std::map<std::string, std::string> environment_with(const std::map<std::string, std::string>& cni);
+
 // The first executable file named `type` in `dirs`; throws CniError(plugin_failure) naming the
 // plugin and the directories searched.
 std::filesystem::path find_plugin(const std::string& type, const std::vector<std::string>& dirs);

@@ -60,7 +60,11 @@ struct IpamConfig {
 // Reads the ipam section of `conf` (host-local's ranges or legacy single-range form, routes,
 // dataDir, resolvConf) and the requested addresses. Throws CniError(invalid_network_config)
 // naming the field path and value for anything wrong.
-IpamConfig parse_ipam_config(const NetConf& conf, const Environment& env);
+// What the configuration is read for: resolvConf and the requested addresses matter to ADD only,
+// and must not make DEL, CHECK, GC or STATUS fail (a resolv.conf removed since, say).
+enum class IpamUse { add, other };
+IpamConfig parse_ipam_config(const NetConf& conf, const Environment& env,
+                             IpamUse use = IpamUse::add);
 
 struct Reservation {
   netmodel::IpAddress address;
@@ -111,7 +115,12 @@ class IpamStore {
 };
 
 // The four IPAM operations, each under the store's lock.
-Result ipam_add(const IpamConfig& config, const Environment& env);
+// `newly_reserved`, when given, receives the addresses this call reserved (not those a repeated
+// ADD found already held): the ones a caller that fails later may give back.
+Result ipam_add(const IpamConfig& config, const Environment& env,
+                std::vector<netmodel::IpAddress>* newly_reserved = nullptr);
+// Releases exactly `addresses` (undoing an ipam_add).
+void ipam_release(const IpamConfig& config, const std::vector<netmodel::IpAddress>& addresses);
 void ipam_del(const IpamConfig& config, const Environment& env);
 // Throws CniError naming what is missing when (id, ifname) does not hold an address in every
 // range set, or holds other addresses than prev_result lists.

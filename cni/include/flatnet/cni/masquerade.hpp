@@ -19,28 +19,41 @@
 
 namespace flatnet::cni {
 
-// "FLATNET-" and 16 hex digits of a hash of network and container ID (iptables allows 28).
-std::string masquerade_chain(const std::string& network, const std::string& container_id);
-// name: "<network>" id: "<container id>", the reference plugin's comment format.
-std::string masquerade_comment(const std::string& network, const std::string& container_id);
+// Whose rules: an attachment (one interface of one container) of one network. A container with
+// two interfaces on the network (Multus) has two sets of rules.
+struct MasqueradeOwner {
+  std::string network;
+  std::string container_id;
+  std::string ifname;
+
+  friend auto operator<=>(const MasqueradeOwner&, const MasqueradeOwner&) = default;
+};
+
+// "FLATNET-" and 16 hex digits of a hash of the owner (iptables allows 28 characters).
+std::string masquerade_chain(const MasqueradeOwner& owner);
+// name: "<network>" id: "<container id>" ifname: "<ifname>": the reference plugin's comment,
+// and the interface.
+std::string masquerade_comment(const MasqueradeOwner& owner);
 
 // The iptables-restore input that installs the rules for `addresses` (one family), replacing
-// any earlier rules of the same attachment (`existing` is iptables-save -t nat output).
-std::string render_masquerade_setup(const std::string& network, const std::string& container_id,
+// any earlier rules of the same owner (`existing` is iptables-save -t nat output).
+std::string render_masquerade_setup(const MasqueradeOwner& owner,
                                     const std::vector<netmodel::IpPrefix>& addresses,
                                     const std::string& existing);
-// The input that removes every rule of the attachment found in `existing`; empty when none.
-std::string render_masquerade_teardown(const std::string& network, const std::string& container_id,
-                                       const std::string& existing);
-// The (network, container ID) pairs that own flatnet masquerade chains in `existing`.
-std::set<std::pair<std::string, std::string>> masquerade_owners(const std::string& existing);
+// The input that removes every rule of the owner found in `existing`; empty when none.
+std::string render_masquerade_teardown(const MasqueradeOwner& owner, const std::string& existing);
+// The owners of flatnet masquerade chains in `existing`.
+std::set<MasqueradeOwner> masquerade_owners(const std::string& existing);
 
 // Apply in the calling process's namespace, for both families as needed. Throw CniError with
-// iptables' own message on failure.
-void setup_masquerade(const std::string& network, const std::string& container_id,
+// iptables' own message on failure. Teardown and GC treat a family whose tables cannot be read
+// (no IPv6 on this host, say) as having no rules.
+void setup_masquerade(const MasqueradeOwner& owner,
                       const std::vector<netmodel::IpPrefix>& addresses);
-void teardown_masquerade(const std::string& network, const std::string& container_id);
-// Removes the rules of every attachment of `network` whose container ID is not in `valid_ids`.
-void gc_masquerade(const std::string& network, const std::set<std::string>& valid_ids);
+void teardown_masquerade(const MasqueradeOwner& owner);
+// Removes the rules of every attachment of `network` that is not in `valid` (container ID,
+// ifname).
+void gc_masquerade(const std::string& network,
+                   const std::set<std::pair<std::string, std::string>>& valid);
 
 }  // namespace flatnet::cni
