@@ -83,7 +83,7 @@ Dns read_resolv_conf(const std::string& path) {
     if (key == "nameserver" && words >> value) dns.nameservers.push_back(value);
     if (key == "domain" && words >> value) dns.domain = value;
     if (key == "search") {
-      dns.search.clear();
+      // Every search line adds its domains, as host-local reads the file.
       while (words >> value)
         dns.search.push_back(value);
     }

@@ -291,13 +291,15 @@ TEST_F(IpamParseFiles, ResolvConfIsReadFromTheFile) {
              "\n"
              "domain cluster.local\n"
              "search default.svc.cluster.local svc.cluster.local\n"
+             "search cluster.local\n"
              "options ndots:5 edns0\n");
   json ipam = {{"subnet", "10.0.0.0/24"}, {"resolvConf", resolv.string()}};
   const IpamConfig config = parse_config(make_conf(ipam));
   EXPECT_THAT(config.dns.nameservers, ::testing::ElementsAre("10.96.0.10", "fd00::10"));
   EXPECT_EQ(config.dns.domain, "cluster.local");
-  EXPECT_THAT(config.dns.search,
-              ::testing::ElementsAre("default.svc.cluster.local", "svc.cluster.local"));
+  EXPECT_THAT(config.dns.search, ::testing::ElementsAre("default.svc.cluster.local",
+                                                        "svc.cluster.local", "cluster.local"))
+      << "every search line adds its domains, as host-local reads them";
   EXPECT_THAT(config.dns.options, ::testing::ElementsAre("ndots:5", "edns0"));
 
   // The DNS goes into the ADD result.
