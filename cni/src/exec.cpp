@@ -218,30 +218,36 @@ std::filesystem::path find_plugin(const std::string& type, const std::vector<std
                  "cannot find plugin \"" + type + "\" in CNI_PATH \"" + searched + "\"", type);
 }
 
-Result delegate(const std::string& type, Command command, const Environment& env,
-                const std::string& config) {
-  const std::filesystem::path program = find_plugin(type, env.path);
+nlohmann::json invoke_plugin(const std::string& type, const std::vector<std::string>& dirs,
+                             const std::map<std::string, std::string>& cni,
+                             const std::string& config, const netmodel::NetNs* netns) {
   const ExecOutput output =
-      exec_program(program, environment_with(env.to_variables(command)), config);
+      exec_program(find_plugin(type, dirs), environment_with(cni), config, {}, netns);
+  const nlohmann::json out =
+      output.out.empty() ? nlohmann::json() : nlohmann::json::parse(output.out, nullptr, false);
+  const auto command = cni.count("CNI_COMMAND") ? cni.at("CNI_COMMAND") : std::string("?");
   if (output.status != 0) {
-    const nlohmann::json j = nlohmann::json::parse(output.out, nullptr, false);
-    if (j.is_object() && j.contains("code")) {
-      const CniError e = CniError::from_json(j);
+    if (out.is_object() && out.contains("code")) {
+      const CniError e = CniError::from_json(out);
       throw CniError(e.code(), type + ": " + e.what(), e.details());
     }
-    std::string stderr_text = output.err.substr(0, 500);
-    throw CniError(ErrorCode::plugin_failure, type + " " + std::string(to_string(command)) +
-                                                  " failed with status " +
+    const std::string stderr_text = output.err.substr(0, 500);
+    throw CniError(ErrorCode::plugin_failure, type + " " + command + " failed with status " +
                                                   std::to_string(output.status) +
                                                   (stderr_text.empty() ? "" : ": " + stderr_text));
   }
-  if (command != Command::add) return {};
-  const nlohmann::json j = nlohmann::json::parse(output.out, nullptr, false);
-  if (j.is_discarded()) {
-    throw CniError(ErrorCode::decoding_failure,
-                   type + " ADD printed a result that is not JSON: " + output.out.substr(0, 200));
+  if (out.is_discarded()) {
+    throw CniError(
+        ErrorCode::decoding_failure,
+        type + " " + command + " printed something that is not JSON: " + output.out.substr(0, 200));
   }
-  return parse_result(j);
+  return out;
+}
+
+Result delegate(const std::string& type, Command command, const Environment& env,
+                const std::string& config) {
+  const nlohmann::json out = invoke_plugin(type, env.path, env.to_variables(command), config);
+  return command == Command::add ? parse_result(out) : Result{};
 }
 
 }  // namespace flatnet::cni

@@ -111,24 +111,7 @@ json Runtime::invoke(const json& plugin, Command command, const Attachment* atta
       pairs.push_back(k + "=" + v);
     if (!pairs.empty()) vars["CNI_ARGS"] = join(pairs, ';');
   }
-  const ExecOutput output = exec_program(find_plugin(type, plugin_dirs_), environment_with(vars),
-                                         config.dump(), {}, netns_);
-  const json out = output.out.empty() ? json() : json::parse(output.out, nullptr, false);
-  if (output.status != 0) {
-    if (out.is_object() && out.contains("code")) {
-      const CniError e = CniError::from_json(out);
-      throw CniError(e.code(), type + ": " + e.what(), e.details());
-    }
-    throw CniError(ErrorCode::plugin_failure,
-                   type + " " + std::string(to_string(command)) + " failed with status " +
-                       std::to_string(output.status) +
-                       (output.err.empty() ? "" : ": " + output.err.substr(0, 500)));
-  }
-  if (out.is_discarded()) {
-    throw CniError(ErrorCode::decoding_failure,
-                   type + " printed something that is not JSON: " + output.out.substr(0, 200));
-  }
-  return out;
+  return invoke_plugin(type, plugin_dirs_, vars, config.dump(), netns_);
 }
 
 json Runtime::add(const NetworkConfigList& list, const Attachment& attachment) const {

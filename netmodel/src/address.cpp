@@ -8,27 +8,12 @@
 #include <cstring>
 #include <ostream>
 
+#include "flatnet/netmodel/error.hpp"
+
 namespace flatnet::netmodel {
 namespace {
 
 constexpr uint128 kAllOnes = ~uint128{0};
-
-// The input in quotes, control characters escaped (a NUL would otherwise end the message).
-std::string quote(std::string_view text) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "\"";
-  for (const char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) {
-      out += "\\x";
-      out += kHex[u >> 4];
-      out += kHex[u & 0xf];
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
 
 [[noreturn]] void fail(std::string_view what, std::string_view text, std::string_view why) {
   throw AddressError("invalid " + std::string(what) + " " + quote(text) + ": " + std::string(why));
@@ -92,6 +77,22 @@ bool could_be_address(std::string_view text, bool prefix) {
 }
 
 }  // namespace
+
+std::string quote(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 0xf];
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
 
 std::string to_decimal(uint128 value) {
   std::string digits;

@@ -34,7 +34,8 @@ struct Netlink::ErrorSlot {
 
 namespace {
 
-std::string quote(std::string_view text) {
+// Interface and link names, quoted verbatim.
+std::string quote_name(std::string_view text) {
   return "\"" + std::string(text) + "\"";
 }
 std::string link_ref(int index) {
@@ -171,13 +172,13 @@ LinkInfo to_link_info(rtnl_link* l) {
 std::string interface_name_problem(std::string_view name) {
   if (name.empty()) return "interface name is empty";
   if (name.size() >= IFNAMSIZ) {
-    return "interface name " + quote(name) + " is " + std::to_string(name.size()) +
+    return "interface name " + quote_name(name) + " is " + std::to_string(name.size()) +
            " bytes long; at most " + std::to_string(IFNAMSIZ - 1) + " are allowed";
   }
-  if (name == "." || name == "..") return "interface name " + quote(name) + " is not allowed";
+  if (name == "." || name == "..") return "interface name " + quote_name(name) + " is not allowed";
   for (const char c : name) {
     if (c == '/' || c == ':' || std::isspace(static_cast<unsigned char>(c))) {
-      return "interface name " + quote(name) + " contains " +
+      return "interface name " + quote_name(name) + " contains " +
              (c == '/'   ? "\"/\""
               : c == ':' ? "\":\""
                          : "whitespace");
@@ -352,7 +353,7 @@ std::optional<LinkInfo> Netlink::find_link(std::string_view name) {
   const std::string n(name);
   const int gone =
       Request(socket_, error_)
-          .run("find link " + quote(name),
+          .run("find link " + quote_name(name),
                [&](nl_sock* s) { return rtnl_link_get_kernel(s, 0, n.c_str(), &found); }, {ENODEV});
   if (gone) return std::nullopt;
   LinkPtr link(found);
@@ -373,7 +374,7 @@ std::optional<LinkInfo> Netlink::find_link(int index) {
 
 LinkInfo Netlink::link(std::string_view name) {
   if (auto info = find_link(name)) return *info;
-  throw_errno(ENODEV, "find link " + quote(name));
+  throw_errno(ENODEV, "find link " + quote_name(name));
 }
 
 LinkInfo Netlink::link(int index) {
@@ -423,7 +424,7 @@ void Netlink::add_veth(const VethSpec& spec) {
     rtnl_link_set_addr(peer, peer_mac.get());
   }
   Request(socket_, error_)
-      .run("create veth " + quote(spec.name) + " with peer " + quote(spec.peer_name),
+      .run("create veth " + quote_name(spec.name) + " with peer " + quote_name(spec.peer_name),
            [&](nl_sock* s) { return rtnl_link_add(s, link.get(), NLM_F_CREATE | NLM_F_EXCL); });
 }
 
@@ -438,7 +439,7 @@ void Netlink::add_bridge(const BridgeSpec& spec) {
     mac.reset(checked_alloc(nl_addr_build(AF_LLC, spec.mac->bytes().data(), 6)));
     rtnl_link_set_addr(link.get(), mac.get());
   }
-  Request(socket_, error_).run("create bridge " + quote(spec.name), [&](nl_sock* s) {
+  Request(socket_, error_).run("create bridge " + quote_name(spec.name), [&](nl_sock* s) {
     return rtnl_link_add(s, link.get(), NLM_F_CREATE | NLM_F_EXCL);
   });
 }
@@ -448,7 +449,7 @@ void Netlink::add_dummy(std::string_view name) {
   LinkPtr link(checked_alloc(rtnl_link_alloc()));
   rtnl_link_set_type(link.get(), "dummy");
   rtnl_link_set_name(link.get(), std::string(name).c_str());
-  const std::string operation = "create dummy link " + quote(name);
+  const std::string operation = "create dummy link " + quote_name(name);
   const int missing =
       Request(socket_, error_)
           .run(operation,
@@ -467,7 +468,7 @@ bool Netlink::delete_link(std::string_view name) {
   LinkPtr link(checked_alloc(rtnl_link_alloc()));
   rtnl_link_set_name(link.get(), std::string(name).c_str());
   return Request(socket_, error_)
-             .run("delete link " + quote(name),
+             .run("delete link " + quote_name(name),
                   [&](nl_sock* s) { return rtnl_link_delete(s, link.get()); }, {ENODEV}) == 0;
 }
 
@@ -532,7 +533,7 @@ void Netlink::set_alias(int index, std::string_view alias) {
   LinkChange change(index);
   change.string(IFLA_IFALIAS, alias);
   Request(socket_, error_)
-      .run("set alias " + quote(alias) + " on " + link_ref(index),
+      .run("set alias " + quote_name(alias) + " on " + link_ref(index),
            [&](nl_sock* s) { return change.send(s); });
 }
 
@@ -619,8 +620,8 @@ void Netlink::move_to_netns(int index, const NetNs& target, std::string_view new
     change.string(IFLA_IFNAME, new_name);
   }
   Request(socket_, error_)
-      .run("move " + link_ref(index) + " to netns " + quote(target.path().string()) +
-               (new_name.empty() ? "" : " as " + quote(new_name)),
+      .run("move " + link_ref(index) + " to netns " + quote_name(target.path().string()) +
+               (new_name.empty() ? "" : " as " + quote_name(new_name)),
            [&](nl_sock* s) { return change.send(s); });
 }
 

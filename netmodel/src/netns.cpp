@@ -24,8 +24,8 @@ namespace {
 
 constexpr const char* kThreadNetns = "/proc/thread-self/ns/net";
 
-std::string quote(const std::filesystem::path& path) {
-  return "\"" + path.string() + "\"";
+std::string quote_path(const std::filesystem::path& path) {
+  return quote(path.string());
 }
 
 struct stat stat_or_throw(const std::filesystem::path& path, const std::string& operation) {
@@ -48,20 +48,20 @@ struct FdCloser {
 void prepare_run_dir() {
   const std::string dir(NetNs::kRunDir);
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    throw_errno(errno, "create directory " + quote(dir));
+    throw_errno(errno, "create directory " + quote_path(dir));
   }
   const int lock = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (lock < 0) throw_errno(errno, "open directory " + quote(dir));
+  if (lock < 0) throw_errno(errno, "open directory " + quote_path(dir));
   FdCloser closer{lock};
-  if (::flock(lock, LOCK_EX) != 0) throw_errno(errno, "lock directory " + quote(dir));
+  if (::flock(lock, LOCK_EX) != 0) throw_errno(errno, "lock directory " + quote_path(dir));
   if (::mount("", dir.c_str(), "none", MS_SHARED | MS_REC, nullptr) == 0) return;
-  if (errno != EINVAL) throw_errno(errno, "make " + quote(dir) + " a shared mount");
+  if (errno != EINVAL) throw_errno(errno, "make " + quote_path(dir) + " a shared mount");
   // Not a mount point yet: bind it onto itself first.
   if (::mount(dir.c_str(), dir.c_str(), "none", MS_BIND | MS_REC, nullptr) != 0) {
-    throw_errno(errno, "bind-mount " + quote(dir) + " onto itself");
+    throw_errno(errno, "bind-mount " + quote_path(dir) + " onto itself");
   }
   if (::mount("", dir.c_str(), "none", MS_SHARED | MS_REC, nullptr) != 0) {
-    throw_errno(errno, "make " + quote(dir) + " a shared mount");
+    throw_errno(errno, "make " + quote_path(dir) + " a shared mount");
   }
 }
 
@@ -97,10 +97,10 @@ NetNs::~NetNs() {
 
 NetNs NetNs::open(const std::filesystem::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw_errno(errno, "open netns " + quote(path));
+  if (fd < 0) throw_errno(errno, "open netns " + quote_path(path));
   if (!is_netns_fd(fd)) {
     ::close(fd);
-    throw_errno(EINVAL, "open netns " + quote(path) +
+    throw_errno(EINVAL, "open netns " + quote_path(path) +
                             " (not a network namespace; a stale name left by a crash?)");
   }
   return NetNs(fd, path);
@@ -138,7 +138,7 @@ NetNs NetNs::create(std::string_view name, bool loopback_up) {
   validate_name(name);
   prepare_run_dir();
   const std::filesystem::path path = path_of(name);
-  const std::string operation = "create netns " + quote(path);
+  const std::string operation = "create netns " + quote_path(path);
   const int placeholder = ::open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
   if (placeholder < 0) throw_errno(errno, operation);
   ::close(placeholder);
@@ -185,11 +185,11 @@ bool NetNs::remove(std::string_view name) {
   const std::filesystem::path path = path_of(name);
   // EINVAL: not mounted (a placeholder left by a crash); ENOENT: already gone.
   if (::umount2(path.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
-    throw_errno(errno, "unmount netns " + quote(path));
+    throw_errno(errno, "unmount netns " + quote_path(path));
   }
   if (::unlink(path.c_str()) != 0) {
     if (errno == ENOENT) return false;
-    throw_errno(errno, "remove netns " + quote(path));
+    throw_errno(errno, "remove netns " + quote_path(path));
   }
   return true;
 }
@@ -199,7 +199,7 @@ std::vector<std::string> NetNs::list_named() {
   DIR* dir = ::opendir(std::string(kRunDir).c_str());
   if (dir == nullptr) {
     if (errno == ENOENT) return names;
-    throw_errno(errno, "list " + quote(std::string(kRunDir)));
+    throw_errno(errno, "list " + quote_path(std::string(kRunDir)));
   }
   while (const dirent* entry = ::readdir(dir)) {
     const std::string_view n = entry->d_name;
@@ -212,7 +212,7 @@ std::vector<std::string> NetNs::list_named() {
 
 NetNs NetNs::dup() const {
   const int fd = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
-  if (fd < 0) throw_errno(errno, "duplicate netns handle " + quote(path_));
+  if (fd < 0) throw_errno(errno, "duplicate netns handle " + quote_path(path_));
   return NetNs(fd, path_);
 }
 
@@ -223,20 +223,20 @@ std::string NetNs::name() const {
 bool NetNs::same_as(const NetNs& other) const {
   struct stat a {
   }, b{};
-  if (::fstat(fd_, &a) != 0) throw_errno(errno, "stat netns " + quote(path_));
-  if (::fstat(other.fd_, &b) != 0) throw_errno(errno, "stat netns " + quote(other.path_));
+  if (::fstat(fd_, &a) != 0) throw_errno(errno, "stat netns " + quote_path(path_));
+  if (::fstat(other.fd_, &b) != 0) throw_errno(errno, "stat netns " + quote_path(other.path_));
   return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 bool NetNs::is_current() const {
   struct stat mine {};
-  if (::fstat(fd_, &mine) != 0) throw_errno(errno, "stat netns " + quote(path_));
+  if (::fstat(fd_, &mine) != 0) throw_errno(errno, "stat netns " + quote_path(path_));
   const struct stat own = stat_or_throw(kThreadNetns, "stat own netns");
   return mine.st_dev == own.st_dev && mine.st_ino == own.st_ino;
 }
 
 bool is_current_netns(const std::filesystem::path& path) {
-  const struct stat other = stat_or_throw(path, "stat netns " + quote(path));
+  const struct stat other = stat_or_throw(path, "stat netns " + quote_path(path));
   const struct stat own = stat_or_throw(kThreadNetns, "stat own netns");
   return other.st_dev == own.st_dev && other.st_ino == own.st_ino;
 }
@@ -249,7 +249,7 @@ namespace {
 void enter_and_run(const NetNs& ns, const std::function<void()>& body) {
   const NetNs original = NetNs::current();
   if (::setns(ns.fd(), CLONE_NEWNET) != 0) {
-    throw_errno(errno, "enter netns " + quote(ns.path()));
+    throw_errno(errno, "enter netns " + quote_path(ns.path()));
   }
   struct Restore {
     const NetNs& original;

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,14 @@ std::map<std::string, std::string> environment_with(const std::map<std::string, 
 // The first executable file named `type` in `dirs`; throws CniError(plugin_failure) naming the
 // plugin and the directories searched.
 std::filesystem::path find_plugin(const std::string& type, const std::vector<std::string>& dirs);
+
+// Runs the plugin `type` (found in `dirs`) as a runtime does: `cni` are its CNI_* variables
+// (the rest of our environment goes along), `config` its stdin, `netns` where it runs. Returns
+// what it printed as JSON (null when it printed nothing); a plugin that fails has its error
+// rethrown as a CniError with the same code and message, prefixed with the plugin's name.
+nlohmann::json invoke_plugin(const std::string& type, const std::vector<std::string>& dirs,
+                             const std::map<std::string, std::string>& cni,
+                             const std::string& config, const netmodel::NetNs* netns = nullptr);
 
 // Runs the plugin `type` for `command` with `env` and `config`; returns its parsed result
 // (ADD; an empty Result for the others). A plugin that fails has its error rethrown as a

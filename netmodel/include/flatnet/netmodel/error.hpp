@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <string>
+#include <string_view>
 #include <system_error>
 
 namespace flatnet::netmodel {
@@ -26,6 +27,10 @@ class KernelFeatureMissing : public std::system_error {
   KernelFeatureMissing(int err, const std::string& message)
       : std::system_error(err, std::generic_category(), message) {}
 };
+
+// `text` in double quotes for a message, control characters escaped as \xNN (a NUL would
+// otherwise end the message, a newline break a log line).
+std::string quote(std::string_view text);
 
 inline bool is_errno(const std::system_error& e, int err) {
   return e.code() == std::error_code(err, std::generic_category());
