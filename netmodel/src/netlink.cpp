@@ -2,6 +2,7 @@
 
 #include <linux/if_bridge.h>
 #include <linux/if_link.h>
+#include <linux/neighbour.h>
 #include <linux/netlink.h>
 #include <netlink/addr.h>
 #include <netlink/cache.h>
@@ -17,6 +18,7 @@
 
 #include <cctype>
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -799,6 +801,147 @@ std::vector<Route> Netlink::routes(Family family, unsigned table) {
     }
     result.push_back(route);
   }
+  return result;
+}
+
+std::optional<Route> Netlink::lookup_route(const IpAddress& destination) {
+  struct {
+    nlmsghdr header;
+    rtmsg message;
+    char attrs[64];
+  } request{};
+  const bool v4 = destination.family() == Family::v4;
+  request.header.nlmsg_len = NLMSG_LENGTH(sizeof(rtmsg));
+  request.header.nlmsg_type = RTM_GETROUTE;
+  request.header.nlmsg_flags = NLM_F_REQUEST;
+  request.message.rtm_family = static_cast<unsigned char>(v4 ? AF_INET : AF_INET6);
+  request.message.rtm_dst_len = static_cast<unsigned char>(destination.bit_width());
+  const auto bytes = destination.bytes();
+  auto* attr = reinterpret_cast<rtattr*>(reinterpret_cast<char*>(&request.header) +
+                                         NLMSG_ALIGN(request.header.nlmsg_len));
+  attr->rta_type = RTA_DST;
+  attr->rta_len = static_cast<unsigned short>(RTA_LENGTH(bytes.size()));
+  std::memcpy(RTA_DATA(attr), bytes.data(), bytes.size());
+  request.header.nlmsg_len = NLMSG_ALIGN(request.header.nlmsg_len) + RTA_ALIGN(attr->rta_len);
+
+  std::optional<Route> found;
+  bool unreachable = false;
+  auto on_message = [&](nlmsghdr* header) {
+    if (header->nlmsg_type != RTM_NEWROUTE) return;
+    const auto* msg = static_cast<const rtmsg*>(nlmsg_data(header));
+    if (msg->rtm_type != RTN_UNICAST && msg->rtm_type != RTN_LOCAL) return;
+    nlattr* attrs[RTA_MAX + 1] = {};
+    if (nlmsg_parse(header, sizeof(rtmsg), attrs, RTA_MAX, nullptr) < 0) return;
+    const Family family = v4 ? Family::v4 : Family::v6;
+    auto address_of = [&](nlattr* a) -> std::optional<IpAddress> {
+      if (!a) return std::nullopt;
+      const std::size_t size = static_cast<std::size_t>(nla_len(a));
+      if (size != (v4 ? 4u : 16u)) return std::nullopt;
+      return IpAddress::from_bytes({static_cast<const std::uint8_t*>(nla_data(a)), size});
+    };
+    Route route;
+    route.family = family;
+    route.destination = IpPrefix(destination, destination.bit_width());
+    route.scope = static_cast<RouteScope>(msg->rtm_scope);
+    route.table = attrs[RTA_TABLE] ? nla_get_u32(attrs[RTA_TABLE]) : msg->rtm_table;
+    route.protocol = msg->rtm_protocol;
+    route.gateway = address_of(attrs[RTA_GATEWAY]);
+    route.source = address_of(attrs[RTA_PREFSRC]);
+    if (attrs[RTA_OIF]) route.oif = static_cast<int>(nla_get_u32(attrs[RTA_OIF]));
+    found = route;
+  };
+  const int fd = nl_socket_get_fd(socket_);
+  if (::send(fd, &request, request.header.nlmsg_len, 0) < 0) {
+    throw_errno(errno, "look up the route to " + destination.to_string());
+  }
+  // The answer is one RTM_NEWROUTE, or an error message.
+  alignas(nlmsghdr) char buffer[8192];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno(errno, "look up the route to " + destination.to_string());
+    }
+    auto* header = reinterpret_cast<nlmsghdr*>(buffer);
+    int remaining = static_cast<int>(n);
+    bool done = false;
+    for (; NLMSG_OK(header, remaining); header = NLMSG_NEXT(header, remaining)) {
+      if (header->nlmsg_type == NLMSG_ERROR) {
+        const auto* error = static_cast<const nlmsgerr*>(NLMSG_DATA(header));
+        if (error->error == 0) continue;
+        const int err = -error->error;
+        if (err == ENETUNREACH || err == EHOSTUNREACH || err == EACCES || err == EINVAL) {
+          unreachable = true;
+        } else {
+          throw system_error(err, "look up the route to " + destination.to_string());
+        }
+        done = true;
+      } else if (header->nlmsg_type == RTM_NEWROUTE) {
+        on_message(header);
+        done = true;
+      }
+    }
+    if (done) break;
+  }
+  if (unreachable) return std::nullopt;
+  return found;
+}
+
+// --- neighbours ---
+
+bool NeighborInfo::incomplete() const {
+  return state & NUD_INCOMPLETE;
+}
+bool NeighborInfo::failed() const {
+  return state & NUD_FAILED;
+}
+
+std::string NeighborInfo::state_name() const {
+  static constexpr std::pair<unsigned, const char*> kNames[] = {
+      {NUD_INCOMPLETE, "INCOMPLETE"}, {NUD_REACHABLE, "REACHABLE"}, {NUD_STALE, "STALE"},
+      {NUD_DELAY, "DELAY"},           {NUD_PROBE, "PROBE"},         {NUD_FAILED, "FAILED"},
+      {NUD_NOARP, "NOARP"},           {NUD_PERMANENT, "PERMANENT"},
+  };
+  std::string name;
+  for (const auto& [bit, text] : kNames) {
+    if (!(state & bit)) continue;
+    if (!name.empty()) name += ",";
+    name += text;
+  }
+  return name.empty() ? "NONE" : name;
+}
+
+std::vector<NeighborInfo> Netlink::neighbors(int index, std::optional<Family> family) {
+  std::vector<NeighborInfo> result;
+  auto on_message = [&](nlmsghdr* header) {
+    if (header->nlmsg_type != RTM_NEWNEIGH) return;
+    const auto* msg = static_cast<const ndmsg*>(nlmsg_data(header));
+    if (msg->ndm_family != AF_INET && msg->ndm_family != AF_INET6) return;
+    if (index && msg->ndm_ifindex != index) return;
+    nlattr* attrs[NDA_MAX + 1] = {};
+    if (nlmsg_parse(header, sizeof(ndmsg), attrs, NDA_MAX, nullptr) < 0) return;
+    if (!attrs[NDA_DST]) return;
+    const std::size_t size = static_cast<std::size_t>(nla_len(attrs[NDA_DST]));
+    if (size != (msg->ndm_family == AF_INET ? 4u : 16u)) return;
+    NeighborInfo info;
+    info.index = msg->ndm_ifindex;
+    info.address =
+        IpAddress::from_bytes({static_cast<const std::uint8_t*>(nla_data(attrs[NDA_DST])), size});
+    info.state = msg->ndm_state;
+    if (attrs[NDA_LLADDR] && nla_len(attrs[NDA_LLADDR]) == 6) {
+      const auto* mac = static_cast<const std::uint8_t*>(nla_data(attrs[NDA_LLADDR]));
+      info.mac = MacAddress({mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]});
+    }
+    result.push_back(info);
+  };
+  ndmsg request{};
+  request.ndm_family =
+      static_cast<std::uint8_t>(family ? (*family == Family::v4 ? AF_INET : AF_INET6) : AF_UNSPEC);
+  request.ndm_ifindex = index;
+  Request(socket_, error_).run("list neighbours", [&](nl_sock* s) {
+    result.clear();
+    return dump(s, RTM_GETNEIGH, &request, sizeof request, index != 0, on_message);
+  });
   return result;
 }
 

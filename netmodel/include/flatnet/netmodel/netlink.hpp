@@ -100,6 +100,18 @@ struct Route {
   std::string to_string() const;
 };
 
+// A neighbour table entry (ARP for IPv4, NDP for IPv6).
+struct NeighborInfo {
+  int index = 0;
+  IpAddress address;
+  std::optional<MacAddress> mac{};  // absent until resolved
+  unsigned state = 0;               // NUD_* (linux/neighbour.h)
+  bool incomplete() const;          // still asking: NUD_INCOMPLETE
+  bool failed() const;              // nobody answered: NUD_FAILED
+  // "REACHABLE", "STALE", "FAILED", ... as `ip neigh` prints it.
+  std::string state_name() const;
+};
+
 struct AddressOptions {
   bool nodad = false;          // IFA_F_NODAD: IPv6 addresses usable at once
   bool noprefixroute = false;  // IFA_F_NOPREFIXROUTE: no route for the subnet
@@ -176,6 +188,14 @@ class Netlink {
   bool delete_route(const Route& route);
   // Unicast routes of one table, the kernel's cached clones left out.
   std::vector<Route> routes(Family family, unsigned table = RT_TABLE_MAIN);
+  // The route the kernel would use for a packet to `destination` (RTM_GETROUTE, as `ip route
+  // get`): nullopt when there is none (ENETUNREACH), or when the answer is not unicast
+  // (unreachable, blackhole, prohibit routes). `oif` and `source` are the kernel's choice.
+  std::optional<Route> lookup_route(const IpAddress& destination);
+
+  // --- neighbours ---
+  // The neighbour entries of one link (index > 0) or all links, of one family or both.
+  std::vector<NeighborInfo> neighbors(int index = 0, std::optional<Family> family = {});
 
   // Where the socket's error callback leaves the kernel's errno (an implementation detail).
   struct ErrorSlot;

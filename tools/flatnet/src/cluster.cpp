@@ -1,0 +1,765 @@
+#include "flatnet/emulator/cluster.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "flatnet/cni/error.hpp"
+#include "flatnet/cni/runtime.hpp"
+#include "flatnet/cni/types.hpp"
+#include "flatnet/emulator/probe.hpp"
+#include "flatnet/emulator/workload.hpp"
+#include "flatnet/netmodel/error.hpp"
+#include "flatnet/netmodel/netlink.hpp"
+#include "flatnet/netmodel/netns.hpp"
+#include "flatnet/netmodel/sysctl.hpp"
+
+namespace flatnet::emulator {
+
+namespace fs = std::filesystem;
+using netmodel::IpPrefix;
+using netmodel::Netlink;
+using netmodel::NetNs;
+using nlohmann::json;
+
+// --- tools ---
+
+Toolbox Toolbox::discover() {
+  Toolbox tools;
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  std::vector<std::string> dirs;
+  if (!ec) dirs.push_back(self.parent_path().string());
+  for (const char* dir : {"/usr/local/bin", "/opt/cni/bin", "/usr/lib/cni"}) {
+    if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
+  }
+  tools.cni_path = dirs;
+  for (const auto& dir : dirs) {
+    const fs::path candidate = fs::path(dir) / "flatnet-netexec";
+    if (::access(candidate.c_str(), X_OK) == 0) {
+      tools.netexec = candidate.string();
+      break;
+    }
+  }
+  return tools;
+}
+
+// --- spec changes ---
+
+void check_spec_change(const netmodel::ClusterSpec& running, const netmodel::ClusterSpec& wanted) {
+  auto refuse = [&](const std::string& field, const std::string& from, const std::string& to) {
+    throw std::invalid_argument("cluster " + running.name + ": " + field + " cannot change in a " +
+                                "running cluster (it is " + from + ", the file says " + to +
+                                "); run `flatnet down " + running.name + "` first");
+  };
+  if (running.pod_cidr != wanted.pod_cidr) {
+    refuse("podCIDR", running.pod_cidr.to_string(), wanted.pod_cidr.to_string());
+  }
+  if (running.node_cidr != wanted.node_cidr) {
+    refuse("nodeCIDR", running.node_cidr.to_string(), wanted.node_cidr.to_string());
+  }
+  if (running.service_cidr != wanted.service_cidr) {
+    refuse("serviceCIDR", running.service_cidr.to_string(), wanted.service_cidr.to_string());
+  }
+  if (running.pod_subnet_prefix_length != wanted.pod_subnet_prefix_length) {
+    refuse("podCIDRMaskSize", std::to_string(running.pod_subnet_prefix_length),
+           std::to_string(wanted.pod_subnet_prefix_length));
+  }
+  if (running.network != wanted.network) {
+    refuse("network", std::string(netmodel::to_string(running.network)),
+           std::string(netmodel::to_string(wanted.network)));
+  }
+  if (running.cni != wanted.cni) {
+    refuse("cni", std::string(netmodel::to_string(running.cni)),
+           std::string(netmodel::to_string(wanted.cni)));
+  }
+  if (running.mtu != wanted.mtu) {
+    refuse("mtu", std::to_string(running.mtu), std::to_string(wanted.mtu));
+  }
+}
+
+namespace {
+
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::uint64_t monotonic_stamp() {
+  static std::atomic<std::uint64_t> last{0};
+  std::uint64_t now =
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+  std::uint64_t previous = last.load();
+  while (true) {
+    const std::uint64_t next = std::max(now, previous + 1);
+    if (last.compare_exchange_weak(previous, next)) return next;
+  }
+}
+
+std::string random_hex(std::mt19937_64& random, std::size_t length) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string text;
+  for (std::size_t i = 0; i < length; ++i)
+    text += kDigits[random() & 15];
+  return text;
+}
+
+std::string random_uid(std::mt19937_64& random) {
+  std::string hex = random_hex(random, 32);
+  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-4" + hex.substr(13, 3) + "-a" +
+         hex.substr(17, 3) + "-" + hex.substr(20, 12);
+}
+
+NetNs open_or_create(const std::string& name, bool& created) {
+  created = false;
+  try {
+    return NetNs::open_named(name);
+  } catch (const std::system_error& e) {
+    if (!netmodel::is_errno(e, ENOENT)) throw;
+  }
+  created = true;
+  return NetNs::create(name);
+}
+
+bool add_address_once(Netlink& nl, int index, const IpPrefix& address) {
+  try {
+    nl.add_address(index, address);
+    return true;
+  } catch (const std::system_error& e) {
+    if (!netmodel::is_errno(e, EEXIST)) throw;
+    return false;
+  }
+}
+
+// Runs `work(i)` for i in [0, count) on `threads` threads; collects nothing, stops nothing:
+// `work` reports its own failures.
+void parallel_for(std::size_t count, std::size_t threads,
+                  const std::function<void(std::size_t)>& work) {
+  if (count == 0) return;
+  threads = std::max<std::size_t>(1, std::min(threads, count));
+  std::atomic<std::size_t> next{0};
+  auto run = [&] {
+    for (std::size_t i = next++; i < count; i = next++)
+      work(i);
+  };
+  std::vector<std::thread> pool;
+  for (std::size_t t = 1; t < threads; ++t)
+    pool.emplace_back(run);
+  run();
+  for (auto& thread : pool)
+    thread.join();
+}
+
+std::size_t default_parallelism() {
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  return std::max<std::size_t>(4, 2 * cpus);
+}
+
+// The node's end of the pod's veth, from a CNI result: the interface without a sandbox that is
+// not the bridge.
+std::string host_veth_of(const cni::Result& result) {
+  for (const auto& interface : result.interfaces) {
+    if (interface.sandbox.empty() && interface.name != kPodBridge) return interface.name;
+  }
+  return "";
+}
+
+}  // namespace
+
+// --- the applier ---
+
+namespace {
+
+// One converge: the handles and state it shares between steps and worker threads.
+class Converger {
+ public:
+  Converger(ClusterState& state, const Toolbox& tools, Reporter& reporter,
+            const ApplyOptions& options)
+      : state_(state),
+        tools_(tools),
+        reporter_(reporter),
+        options_(options),
+        random_(std::random_device{}()) {}
+
+  ApplyReport run(StoredCluster declared, const std::vector<std::string>& evict);
+
+ private:
+  void ensure_fabric();
+  void remove_node(const std::string& name, std::size_t index);
+  void ensure_node(const NodePlan& node);
+  void ensure_routes(const NodePlan& node);
+  void converge_pods(const StoredCluster& declared, const std::vector<std::string>& evict);
+  void create_pod(PodRecord& record, const DesiredPod& desired);
+  void remove_pod(const PodRecord& record);
+  void restart_workload(PodRecord& record);
+  void wait_until_answering(std::vector<PodRecord>& pods);
+  void fail(const std::string& message) {
+    std::lock_guard lock(mutex_);
+    report_.failures.push_back(message);
+  }
+
+  const NodePlan* node_plan(const std::string& name) const {
+    for (const auto& node : nodes_) {
+      if (node.name == name) return &node;
+    }
+    return nullptr;
+  }
+
+  ClusterState& state_;
+  const Toolbox& tools_;
+  Reporter& reporter_;
+  ApplyOptions options_;
+  std::mt19937_64 random_;
+  std::mutex mutex_;  // guards report_ and random_ from the pod workers
+  ApplyReport report_;
+
+  netmodel::ClusterSpec spec_;
+  std::vector<NodePlan> nodes_;
+  std::optional<NetNs> fabric_;
+  std::map<std::string, NetNs> node_ns_;
+  std::map<std::string, cni::NetworkConfigList> conflists_;
+};
+
+ApplyReport Converger::run(StoredCluster declared, const std::vector<std::string>& evict) {
+  const auto previous = state_.load();
+  if (previous) {
+    check_spec_change(previous->spec, declared.spec);
+    declared.created = previous->created;
+  } else {
+    declared.created = unix_now();
+  }
+  declared.node_indexes = assign_node_indexes(
+      declared.spec, previous ? previous->node_indexes : decltype(declared.node_indexes){});
+  spec_ = declared.spec;
+  nodes_ = plan_nodes(spec_, declared.node_indexes);
+  // The declared state is stored first, so `down` knows the cluster whatever happens next.
+  state_.save(declared);
+
+  ensure_fabric();
+  if (previous) {
+    for (const auto& [name, index] : previous->node_indexes) {
+      if (!declared.node_indexes.count(name)) remove_node(name, index);
+    }
+  }
+  for (const auto& node : nodes_)
+    ensure_node(node);
+  for (const auto& node : nodes_)
+    ensure_routes(node);
+  converge_pods(declared, evict);
+  return report_;
+}
+
+void Converger::ensure_fabric() {
+  bool created = false;
+  fabric_ = open_or_create(fabric_netns(spec_.name), created);
+  Netlink nl = Netlink::open(*fabric_);
+  auto ensure_bridge = [&](const char* name) {
+    auto link = nl.find_link(name);
+    if (!link) {
+      nl.add_bridge({name, spec_.mtu, {}});
+      link = nl.link(name);
+    }
+    if (!link->up()) nl.set_up(link->index);
+  };
+  ensure_bridge(kFabricBridge);
+  if (spec_.network == netmodel::Network::flat) ensure_bridge(kPodSegmentBridge);
+  if (created) reporter_.note("fabric " + fabric_netns(spec_.name) + " created");
+}
+
+void Converger::remove_node(const std::string& name, std::size_t index) {
+  for (const auto& pod : state_.pods()) {
+    if (pod.id.node == name) {
+      terminate_workload(pod.workload);
+      NetNs::remove(pod.netns);
+      state_.remove_pod(pod);
+      ++report_.pods_removed;
+    }
+  }
+  NetNs::remove(node_netns(spec_.name, name));
+  Netlink nl = Netlink::open(*fabric_);
+  nl.delete_link("n" + std::to_string(index));
+  nl.delete_link("p" + std::to_string(index));
+  std::error_code ec;
+  fs::remove_all(state_.node_dir(name), ec);
+  ++report_.nodes_removed;
+  reporter_.note("node " + name + " removed");
+}
+
+void Converger::ensure_node(const NodePlan& node) {
+  bool created = false;
+  NetNs ns = open_or_create(node.netns, created);
+  Netlink fabric = Netlink::open(*fabric_);
+  Netlink nl = Netlink::open(ns);
+
+  // The uplink: eth0 in the node, its peer n<index> a port of fabric0.
+  auto uplink = nl.find_link(kNodeUplink);
+  if (!uplink) {
+    fabric.delete_link(node.fabric_port);  // a half-made pair from an earlier crash
+    netmodel::VethSpec veth;
+    veth.name = node.fabric_port;
+    veth.peer_name = kNodeUplink;
+    veth.peer_ns = &ns;
+    veth.mtu = spec_.mtu;
+    veth.master = fabric.link(kFabricBridge).index;
+    veth.up = true;
+    fabric.add_veth(veth);
+    fabric.set_alias(fabric.link(node.fabric_port).index,
+                     "flatnet:" + spec_.name + ":" + node.name + ":uplink");
+    uplink = nl.link(kNodeUplink);
+  } else if (auto port = fabric.find_link(node.fabric_port); port && !port->up()) {
+    fabric.set_up(port->index);
+  }
+  if (!uplink->up()) nl.set_up(uplink->index);
+  add_address_once(nl, uplink->index, node.address);
+
+  // Forwarding: a node routes between its pods and the other nodes.
+  if (netmodel::read_sysctl(ns, "net.ipv4.ip_forward") != "1") {
+    netmodel::write_sysctl(ns, "net.ipv4.ip_forward", "1");
+  }
+
+  // The pod bridge, there before the first pod so that the node's place in the pod network is
+  // fixed (the CNI plugin puts the gateway address on it with the first pod).
+  auto bridge = nl.find_link(kPodBridge);
+  if (!bridge) {
+    nl.add_bridge({kPodBridge, spec_.mtu, {}});
+    bridge = nl.link(kPodBridge);
+  }
+  if (!bridge->up()) nl.set_up(bridge->index);
+
+  if (spec_.network == netmodel::Network::flat) {
+    // The node's pod bridge joins the shared pod segment pods0 in the fabric.
+    auto segment = nl.find_link(kNodeSegmentLink);
+    if (!segment) {
+      fabric.delete_link(node.segment_port);
+      netmodel::VethSpec veth;
+      veth.name = node.segment_port;
+      veth.peer_name = kNodeSegmentLink;
+      veth.peer_ns = &ns;
+      veth.mtu = spec_.mtu;
+      veth.master = fabric.link(kPodSegmentBridge).index;
+      veth.up = true;
+      fabric.add_veth(veth);
+      fabric.set_alias(fabric.link(node.segment_port).index,
+                       "flatnet:" + spec_.name + ":" + node.name + ":pods");
+      segment = nl.link(kNodeSegmentLink);
+    }
+    if (segment->master != bridge->index) nl.set_master(segment->index, bridge->index);
+    if (!segment->up()) nl.set_up(segment->index);
+  }
+
+  // The node's CNI configuration, as a kubelet's node has it in /etc/cni/net.d.
+  std::error_code ec;
+  fs::create_directories(state_.ipam_dir(node.name), ec);
+  if (ec) netmodel::throw_errno(ec.value(), "create " + state_.ipam_dir(node.name).string());
+  const std::string conflist = cni_conflist(spec_, node, state_.ipam_dir(node.name).string());
+  const fs::path path = state_.conflist_path(node.name);
+  std::ifstream existing(path);
+  std::stringstream text;
+  text << existing.rdbuf();
+  if (!existing || text.str() != conflist) write_file_atomically(path, conflist);
+  conflists_[node.name] = cni::parse_network_config(conflist, path.string());
+
+  node_ns_.insert_or_assign(node.name, std::move(ns));
+  if (created) {
+    ++report_.nodes_created;
+    reporter_.note("node " + node.name + " created: " + node.address.address().to_string() +
+                   ", pods " + node.pod_subnet.to_string());
+  }
+}
+
+void Converger::ensure_routes(const NodePlan& node) {
+  Netlink nl = Netlink::open(node_ns_.at(node.name));
+  const int uplink = nl.link(kNodeUplink).index;
+  std::vector<netmodel::Route> wanted;
+  if (spec_.network == netmodel::Network::routed) {
+    for (const auto& other : nodes_) {
+      if (other.name == node.name) continue;
+      netmodel::Route route;
+      route.destination = other.pod_subnet;
+      route.gateway = other.address.address();
+      route.oif = uplink;
+      route.protocol = kRouteProtocol;
+      wanted.push_back(route);
+    }
+  }
+  const auto present = nl.routes(netmodel::Family::v4);
+  for (const auto& route : present) {
+    if (route.protocol != kRouteProtocol || !route.destination) continue;
+    if (!spec_.pod_cidr.contains(*route.destination)) continue;
+    const bool keep = std::any_of(wanted.begin(), wanted.end(), [&](const netmodel::Route& w) {
+      return w.destination == route.destination && w.gateway == route.gateway && w.oif == route.oif;
+    });
+    if (!keep) nl.delete_route(route);
+  }
+  for (const auto& route : wanted) {
+    const bool there = std::any_of(present.begin(), present.end(), [&](const netmodel::Route& p) {
+      return p.protocol == kRouteProtocol && p.destination == route.destination &&
+             p.gateway == route.gateway && p.oif == route.oif;
+    });
+    if (!there) nl.replace_route(route);
+  }
+}
+
+void Converger::converge_pods(const StoredCluster& declared,
+                              const std::vector<std::string>& evict) {
+  std::vector<PodRecord> records = state_.pods();
+  std::vector<PodRecord> running;
+  std::vector<PodRecord> stale;  // half-made (a crash), never placed, or evicted: made again
+  for (auto& record : records) {
+    const bool evicted = std::find(evict.begin(), evict.end(), record.key()) != evict.end();
+    if (evicted && record.phase == PodPhase::running) {
+      remove_pod(record);
+      ++report_.pods_removed;
+      reporter_.note("pod " + record.key() + " deleted");
+      continue;
+    }
+    if (record.phase == PodPhase::running && node_plan(record.id.node)) {
+      running.push_back(std::move(record));
+    } else {
+      stale.push_back(std::move(record));
+    }
+  }
+  std::vector<PodIdentity> identities;
+  for (const auto& record : running)
+    identities.push_back(record.id);
+  PodChanges changes = reconcile_pods(declared.pods, declared.deployments, identities, random_);
+
+  // Removals first: they free room on the nodes.
+  std::vector<PodRecord> removals = std::move(stale);
+  for (const auto& identity : changes.remove) {
+    for (const auto& record : running) {
+      if (record.id.pod_namespace == identity.pod_namespace && record.id.name == identity.name) {
+        removals.push_back(record);
+      }
+    }
+  }
+  const std::size_t threads = options_.parallelism ? options_.parallelism : default_parallelism();
+  std::atomic<std::size_t> removed{0};
+  parallel_for(removals.size(), threads, [&](std::size_t i) {
+    remove_pod(removals[i]);
+    reporter_.progress("removing pods", ++removed, removals.size());
+  });
+  for (const auto& record : removals) {
+    if (record.phase == PodPhase::running) {
+      ++report_.pods_removed;
+      reporter_.note("pod " + record.key() + " removed");
+    }
+  }
+
+  std::map<std::string, std::size_t> pods_per_node;
+  std::set<std::pair<std::string, std::string>> removed_keys;
+  for (const auto& record : removals)
+    removed_keys.insert({record.id.pod_namespace, record.id.name});
+  std::vector<PodRecord> kept;
+  for (auto& record : running) {
+    if (removed_keys.count({record.id.pod_namespace, record.id.name})) continue;
+    ++pods_per_node[record.id.node];
+    kept.push_back(std::move(record));
+  }
+
+  // Workloads that died are started again, as a kubelet restarts a container.
+  for (auto& record : kept) {
+    if (!record.workload.alive()) restart_workload(record);
+  }
+
+  const auto placements = schedule(changes.create, nodes_, pods_per_node);
+  std::vector<PodRecord> created(changes.create.size());
+  std::vector<std::size_t> to_make;
+  for (std::size_t i = 0; i < changes.create.size(); ++i) {
+    const auto& desired = changes.create[i];
+    PodRecord& record = created[i];
+    record.id.pod_namespace = desired.pod.meta.namespace_;
+    record.id.name = desired.pod.meta.name;
+    record.id.owner = desired.owner;
+    record.id.template_hash = desired.template_hash;
+    record.id.node = placements[i].node;
+    record.id.created = monotonic_stamp();
+    record.uid = random_uid(random_);
+    record.container_id = random_hex(random_, 64);
+    record.netns = pod_netns(spec_.name, record.id.pod_namespace, record.id.name);
+    record.labels = desired.pod.meta.labels;
+    record.ports = workload_ports(desired.pod);
+    record.created_unix = unix_now();
+    if (placements[i].node.empty()) {
+      // Kept as a Pending pod, tried again by the next converge.
+      record.phase = PodPhase::pending;
+      record.message = placements[i].reason;
+      state_.save_pod(record);
+      fail("pod " + record.key() + " cannot be scheduled: " + placements[i].reason);
+      continue;
+    }
+    to_make.push_back(i);
+  }
+  std::atomic<std::size_t> made{0};
+  parallel_for(to_make.size(), threads, [&](std::size_t n) {
+    const std::size_t i = to_make[n];
+    create_pod(created[i], changes.create[i]);
+    reporter_.progress("creating pods", ++made, to_make.size());
+  });
+  std::vector<PodRecord> fresh;
+  for (std::size_t i : to_make) {
+    if (created[i].phase == PodPhase::running) {
+      ++report_.pods_created;
+      fresh.push_back(created[i]);
+    }
+  }
+  wait_until_answering(fresh);
+}
+
+void Converger::create_pod(PodRecord& record, const DesiredPod& desired) {
+  (void)desired;
+  const NetNs& node_ns = node_ns_.at(record.id.node);
+  const auto& conflist = conflists_.at(record.id.node);
+  cni::Attachment attachment;
+  attachment.container_id = record.container_id;
+  attachment.netns = NetNs::path_of(record.netns).string();
+  attachment.ifname = "eth0";
+  attachment.args = {{"IgnoreUnknown", "1"},
+                     {"K8S_POD_NAMESPACE", record.id.pod_namespace},
+                     {"K8S_POD_NAME", record.id.name},
+                     {"K8S_POD_INFRA_CONTAINER_ID", record.container_id},
+                     {"K8S_POD_UID", record.uid}};
+  cni::Runtime runtime(tools_.cni_path, &node_ns);
+  bool attached = false;
+  try {
+    state_.save_pod(record);  // before the namespace exists: `down` must find it
+    std::optional<NetNs> ns;
+    try {
+      ns = NetNs::create(record.netns);
+    } catch (const std::system_error& e) {
+      if (!netmodel::is_errno(e, EEXIST)) throw;
+      NetNs::remove(record.netns);  // left by a crash: nothing of ours can still be in it
+      ns = NetNs::create(record.netns);
+    }
+    const json raw = runtime.add(conflist, attachment);
+    attached = true;
+    const cni::Result result = cni::parse_result(raw);
+    record.cni_result = raw;
+    record.host_veth = host_veth_of(result);
+    if (!result.ips.empty()) record.ip = result.ips.front().address.address();
+    record.workload = start_workload(*ns, record, tools_.netexec, state_.log_path(record));
+    record.phase = PodPhase::running;
+    state_.save_pod(record);
+  } catch (const std::exception& e) {
+    // Roll back whatever this pod got, so that the next converge starts clean.
+    terminate_workload(record.workload);
+    if (attached) {
+      try {
+        runtime.del(conflist, attachment, record.cni_result);
+      } catch (const std::exception&) {
+      }
+    }
+    NetNs::remove(record.netns);
+    state_.remove_pod(record);
+    record.phase = PodPhase::failed;
+    fail("pod " + record.key() + " on node " + record.id.node + ": " + e.what());
+  }
+}
+
+void Converger::remove_pod(const PodRecord& record) {
+  terminate_workload(record.workload);
+  auto node = node_ns_.find(record.id.node);
+  if (node != node_ns_.end() && conflists_.count(record.id.node) &&
+      record.phase != PodPhase::pending) {
+    cni::Attachment attachment;
+    attachment.container_id = record.container_id;
+    attachment.netns = NetNs::path_of(record.netns).string();
+    attachment.ifname = "eth0";
+    attachment.args = {{"IgnoreUnknown", "1"},
+                       {"K8S_POD_NAMESPACE", record.id.pod_namespace},
+                       {"K8S_POD_NAME", record.id.name},
+                       {"K8S_POD_INFRA_CONTAINER_ID", record.container_id},
+                       {"K8S_POD_UID", record.uid}};
+    if (!fs::exists(attachment.netns)) attachment.netns.clear();  // DEL without the namespace
+    try {
+      cni::Runtime(tools_.cni_path, &node->second)
+          .del(conflists_.at(record.id.node), attachment,
+               record.cni_result.is_null() ? json() : record.cni_result);
+    } catch (const std::exception& e) {
+      reporter_.warn("pod " + record.key() + ": CNI DEL: " + e.what());
+    }
+  }
+  NetNs::remove(record.netns);
+  state_.remove_pod(record);
+}
+
+void Converger::restart_workload(PodRecord& record) {
+  try {
+    NetNs ns = NetNs::open_named(record.netns);
+    record.workload = start_workload(ns, record, tools_.netexec, state_.log_path(record));
+    ++record.restarts;
+    state_.save_pod(record);
+    ++report_.workloads_restarted;
+    reporter_.note("pod " + record.key() + ": workload restarted (pid " +
+                   std::to_string(record.workload.pid) + ")");
+  } catch (const std::exception& e) {
+    fail("pod " + record.key() + ": restart workload: " + e.what());
+  }
+}
+
+void Converger::wait_until_answering(std::vector<PodRecord>& pods) {
+  if (pods.empty()) return;
+  // From each node to its own pods, on each pod's first port: the pod is up when it answers.
+  std::vector<ProbeSource> sources;
+  std::map<std::string, std::size_t> source_of;
+  for (const auto& node : nodes_) {
+    source_of[node.name] = sources.size();
+    sources.push_back({node.name, &node_ns_.at(node.name)});
+  }
+  std::vector<ProbeTarget> targets;
+  std::vector<Probe> probes;
+  std::vector<const PodRecord*> owners;
+  for (const auto& pod : pods) {
+    if (!pod.ip || pod.ports.empty()) continue;
+    const auto& port = pod.ports.front();
+    targets.push_back({pod.key(), *pod.ip, port.container_port,
+                       port.protocol == netmodel::Protocol::udp ? Protocol::udp : Protocol::tcp});
+    probes.push_back({source_of.at(pod.id.node), targets.size() - 1});
+    owners.push_back(&pod);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + options_.answer_timeout;
+  ProbeOptions probe_options;
+  probe_options.timeout = std::chrono::milliseconds(1000);
+  std::vector<std::size_t> waiting(probes.size());
+  for (std::size_t i = 0; i < waiting.size(); ++i)
+    waiting[i] = i;
+  std::vector<ProbeResult> last(probes.size());
+  while (!waiting.empty()) {
+    std::vector<Probe> round;
+    for (std::size_t i : waiting)
+      round.push_back(probes[i]);
+    const auto results = run_probes(sources, targets, round, probe_options);
+    std::vector<std::size_t> still;
+    for (std::size_t k = 0; k < waiting.size(); ++k) {
+      last[waiting[k]] = results[k];
+      if (results[k].outcome != ProbeOutcome::ok) still.push_back(waiting[k]);
+    }
+    reporter_.progress("waiting for pods to answer", probes.size() - still.size(), probes.size());
+    waiting = std::move(still);
+    if (waiting.empty() || std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (std::size_t i : waiting) {
+    const PodRecord& pod = *owners[i];
+    const ProbeTarget& target = targets[probes[i].target];
+    fail("pod " + pod.key() + " does not answer on " + target.address.to_string() + ":" +
+         std::to_string(target.port) + "/" + std::string(to_string(target.protocol)) +
+         " from node " + pod.id.node + ": " + last[i].describe());
+  }
+}
+
+}  // namespace
+
+Cluster::Cluster(ClusterState& state, Toolbox tools, Reporter& reporter, ApplyOptions options)
+    : state_(state), tools_(std::move(tools)), reporter_(reporter), options_(options) {}
+
+ApplyReport Cluster::converge(StoredCluster declared, const std::vector<std::string>& evict) {
+  if (tools_.netexec.empty()) {
+    throw std::runtime_error(
+        "flatnet-netexec not found beside flatnet nor in /usr/local/bin: build or install it");
+  }
+  Converger converger(state_, tools_, reporter_, options_);
+  return converger.run(std::move(declared), evict);
+}
+
+// --- down ---
+
+namespace {
+
+// The inode of a network namespace, as /proc/PID/ns/net names it ("net:[INODE]").
+std::optional<ino_t> netns_inode(const fs::path& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0) return std::nullopt;
+  return info.st_ino;
+}
+
+}  // namespace
+
+DownReport tear_down(const std::string& name, Reporter& reporter) {
+  DownReport report;
+  // The namespaces: every flatnet-<name>-* name, except those of another cluster whose own
+  // prefix extends ours (cluster "a-b" beside cluster "a").
+  const std::string prefix = netns_prefix(name);
+  std::vector<std::string> others;
+  for (const auto& other : ClusterState::list()) {
+    const std::string other_prefix = netns_prefix(other);
+    if (other != name && other_prefix.rfind(prefix, 0) == 0) others.push_back(other_prefix);
+  }
+  std::vector<std::string> pods, nodes, fabric;
+  for (const auto& ns : NetNs::list_named()) {
+    if (ns.rfind(prefix, 0) != 0) continue;
+    if (std::any_of(others.begin(), others.end(),
+                    [&](const std::string& p) { return ns.rfind(p, 0) == 0; })) {
+      continue;
+    }
+    if (ns.rfind(prefix + "pod-", 0) == 0) {
+      pods.push_back(ns);
+    } else if (ns == fabric_netns(name)) {
+      fabric.push_back(ns);
+    } else {
+      nodes.push_back(ns);
+    }
+  }
+
+  // Every process inside one of them: the workloads, and whatever `flatnet exec` left running.
+  std::set<ino_t> inodes;
+  for (const auto* group : {&pods, &nodes, &fabric}) {
+    for (const auto& ns : *group) {
+      if (auto inode = netns_inode(NetNs::path_of(ns))) inodes.insert(*inode);
+    }
+  }
+  std::vector<ProcessRef> processes;
+  if (!inodes.empty()) {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+      const std::string pid_text = entry.path().filename().string();
+      if (pid_text.empty() || !std::all_of(pid_text.begin(), pid_text.end(), ::isdigit)) continue;
+      auto inode = netns_inode(entry.path() / "ns" / "net");
+      if (!inode || !inodes.count(*inode)) continue;
+      const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+      if (pid == ::getpid()) continue;
+      if (auto start = process_start_time(pid)) processes.push_back({pid, *start});
+    }
+  }
+  report.processes = terminate_all(processes);
+
+  std::size_t done = 0;
+  const std::size_t total = pods.size() + nodes.size() + fabric.size();
+  for (const auto* group : {&pods, &nodes, &fabric}) {
+    for (const auto& ns : *group) {
+      try {
+        if (NetNs::remove(ns)) ++report.namespaces;
+      } catch (const std::exception& e) {
+        report.errors.push_back(e.what());
+      }
+      reporter.progress("removing namespaces", ++done, total);
+    }
+  }
+  ClusterState state(name);
+  if (state.exists()) {
+    try {
+      state.remove();
+      report.state_removed = true;
+    } catch (const std::exception& e) {
+      report.errors.push_back(e.what());
+    }
+  }
+  return report;
+}
+
+}  // namespace flatnet::emulator
