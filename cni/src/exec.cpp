@@ -42,6 +42,42 @@ struct Pipe {
   }
 };
 
+// What the child needs, prepared before it starts: it may not allocate.
+struct ChildSpec {
+  const char* program;
+  char* const* argv;
+  char* const* envp;
+  int netns_fd;
+  int stdin_fd, stdout_fd, stderr_fd;
+  int status_fd;
+};
+
+// The child: only system calls until exec (it runs on the parent's memory). A failure is
+// reported as an errno on status_fd (which exec closes on success).
+[[noreturn]] __attribute__((noinline)) void run_child(const ChildSpec* spec) {
+  int failed = 0;
+  if (spec->netns_fd >= 0 && ::setns(spec->netns_fd, CLONE_NEWNET) != 0) failed = errno;
+  if (!failed && (::dup2(spec->stdin_fd, 0) < 0 || ::dup2(spec->stdout_fd, 1) < 0 ||
+                  ::dup2(spec->stderr_fd, 2) < 0)) {
+    failed = errno;
+  }
+  if (!failed) {
+    ::execve(spec->program, spec->argv, spec->envp);
+    failed = errno;
+  }
+  [[maybe_unused]] ssize_t ignored = ::write(spec->status_fd, &failed, sizeof failed);
+  ::_exit(127);
+}
+
+// vfork: the child borrows our memory until it execs, so starting it costs the same however
+// big and busy (threads faulting pages in) the caller is; fork would copy the page tables.
+__attribute__((noinline)) pid_t spawn(const ChildSpec& spec) {
+  const ChildSpec* shared = &spec;
+  const pid_t pid = ::vfork();
+  if (pid == 0) run_child(shared);
+  return pid;
+}
+
 }  // namespace
 
 ExecOutput exec_program(const std::filesystem::path& program,
@@ -67,27 +103,18 @@ ExecOutput exec_program(const std::filesystem::path& program,
   argv.push_back(nullptr);
 
   Pipe in, out, err, status_pipe;
-  const int netns_fd = netns ? netns->fd() : -1;
-  const pid_t pid = ::fork();
+  const ChildSpec spec{program_text.c_str(),
+                       argv.data(),
+                       envp.data(),
+                       netns ? netns->fd() : -1,
+                       in.read,
+                       out.write,
+                       err.write,
+                       status_pipe.write};
+  const pid_t pid = spawn(spec);
   if (pid < 0) {
     throw CniError(ErrorCode::plugin_failure,
-                   "cannot run " + program_text + ": fork: " + std::strerror(errno));
-  }
-  if (pid == 0) {
-    // The child: only async-signal-safe calls until exec. A failure is reported as an errno
-    // on status_pipe (which exec closes on success).
-    int failed = 0;
-    if (netns_fd >= 0 && ::setns(netns_fd, CLONE_NEWNET) != 0) failed = errno;
-    if (!failed &&
-        (::dup2(in.read, 0) < 0 || ::dup2(out.write, 1) < 0 || ::dup2(err.write, 2) < 0)) {
-      failed = errno;
-    }
-    if (!failed) {
-      ::execve(program_text.c_str(), argv.data(), envp.data());
-      failed = errno;
-    }
-    [[maybe_unused]] ssize_t ignored = ::write(status_pipe.write, &failed, sizeof failed);
-    ::_exit(127);
+                   "cannot run " + program_text + ": vfork: " + std::strerror(errno));
   }
   status_pipe.close_write();
   // Our end of the child's stdin must not block: a write that waits for the child to read while

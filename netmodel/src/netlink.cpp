@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <thread>
 
@@ -943,6 +944,122 @@ std::vector<NeighborInfo> Netlink::neighbors(int index, std::optional<Family> fa
     return dump(s, RTM_GETNEIGH, &request, sizeof request, index != 0, on_message);
   });
   return result;
+}
+
+namespace {
+
+// Appends one RTM_NEWNEIGH or RTM_DELNEIGH request to `buffer`.
+void append_neigh_request(std::vector<char>& buffer, int type, int flags, std::uint32_t seq,
+                          const NeighborInfo& entry) {
+  const bool v4 = entry.address.family() == Family::v4;
+  const auto address = entry.address.bytes();
+  const std::size_t start = buffer.size();
+  std::size_t length = NLMSG_LENGTH(sizeof(ndmsg));
+  const std::size_t dst_length = RTA_LENGTH(address.size());
+  const std::size_t mac_length = RTA_LENGTH(6);
+  length = NLMSG_ALIGN(length) + RTA_ALIGN(dst_length);
+  if (type == RTM_NEWNEIGH) length += RTA_ALIGN(mac_length);
+  buffer.resize(start + NLMSG_ALIGN(length), 0);
+  auto* header = reinterpret_cast<nlmsghdr*>(buffer.data() + start);
+  header->nlmsg_len = static_cast<std::uint32_t>(length);
+  header->nlmsg_type = static_cast<std::uint16_t>(type);
+  header->nlmsg_flags = static_cast<std::uint16_t>(NLM_F_REQUEST | NLM_F_ACK | flags);
+  header->nlmsg_seq = seq;
+  auto* msg = static_cast<ndmsg*>(NLMSG_DATA(header));
+  msg->ndm_family = static_cast<std::uint8_t>(v4 ? AF_INET : AF_INET6);
+  msg->ndm_ifindex = entry.index;
+  msg->ndm_state = NUD_PERMANENT;
+  char* next = reinterpret_cast<char*>(header) + NLMSG_ALIGN(NLMSG_LENGTH(sizeof(ndmsg)));
+  auto* dst = reinterpret_cast<rtattr*>(next);
+  dst->rta_type = NDA_DST;
+  dst->rta_len = static_cast<unsigned short>(dst_length);
+  std::memcpy(RTA_DATA(dst), address.data(), address.size());
+  if (type == RTM_NEWNEIGH) {
+    auto* mac = reinterpret_cast<rtattr*>(next + RTA_ALIGN(dst_length));
+    mac->rta_type = NDA_LLADDR;
+    mac->rta_len = static_cast<unsigned short>(mac_length);
+    const std::array<std::uint8_t, 6> bytes =
+        entry.mac ? entry.mac->bytes() : std::array<std::uint8_t, 6>{};
+    std::memcpy(RTA_DATA(mac), bytes.data(), bytes.size());
+  }
+}
+
+// Sends the requests in `buffer` (each asking for an ACK) and collects the answers: the errno
+// of each refused request by sequence number.
+std::map<std::uint32_t, int> send_batch(int fd, const std::vector<char>& buffer,
+                                        std::size_t requests) {
+  std::map<std::uint32_t, int> refused;
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  iovec io{const_cast<char*>(buffer.data()), buffer.size()};
+  msghdr message{};
+  message.msg_name = &kernel;
+  message.msg_namelen = sizeof kernel;
+  message.msg_iov = &io;
+  message.msg_iovlen = 1;
+  while (::sendmsg(fd, &message, 0) < 0) {
+    if (errno != EINTR) throw_errno(errno, "send neighbour requests");
+  }
+  std::size_t answered = 0;
+  alignas(nlmsghdr) char reply[16384];
+  while (answered < requests) {
+    const ssize_t n = ::recv(fd, reply, sizeof reply, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno(errno, "read neighbour request answers");
+    }
+    int remaining = static_cast<int>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(reply); NLMSG_OK(h, remaining);
+         h = NLMSG_NEXT(h, remaining)) {
+      if (h->nlmsg_type != NLMSG_ERROR) continue;
+      const auto* error = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
+      ++answered;
+      if (error->error != 0) refused[error->msg.nlmsg_seq] = -error->error;
+    }
+  }
+  return refused;
+}
+
+}  // namespace
+
+void Netlink::set_permanent_neighbors(const std::vector<NeighborInfo>& entries) {
+  // Batches small enough for the socket's receive buffer, which counts each ACK at about a
+  // kilobyte (its socket buffer), not at its 36 bytes.
+  constexpr std::size_t kBatch = 64;
+  const int fd = nl_socket_get_fd(socket_);
+  for (std::size_t first = 0; first < entries.size(); first += kBatch) {
+    const std::size_t count = std::min(kBatch, entries.size() - first);
+    std::vector<char> buffer;
+    buffer.reserve(count * 48);
+    for (std::size_t i = 0; i < count; ++i) {
+      if (!entries[first + i].mac) {
+        throw std::invalid_argument("neighbour " + entries[first + i].address.to_string() +
+                                    " has no MAC address");
+      }
+      append_neigh_request(buffer, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE,
+                           static_cast<std::uint32_t>(first + i + 1), entries[first + i]);
+    }
+    const auto refused = send_batch(fd, buffer, count);
+    if (!refused.empty()) {
+      const auto& [seq, err] = *refused.begin();
+      const NeighborInfo& entry = entries[seq - 1];
+      throw system_error(err, "set neighbour " + entry.address.to_string() + " lladdr " +
+                                  entry.mac->to_string() + " on " + link_ref(entry.index));
+    }
+  }
+}
+
+bool Netlink::delete_neighbor(int index, const IpAddress& address) {
+  NeighborInfo entry;
+  entry.index = index;
+  entry.address = address;
+  std::vector<char> buffer;
+  append_neigh_request(buffer, RTM_DELNEIGH, 0, 1, entry);
+  const auto refused = send_batch(nl_socket_get_fd(socket_), buffer, 1);
+  if (refused.empty()) return true;
+  const int err = refused.begin()->second;
+  if (err == ENOENT || err == ENODEV) return false;
+  throw system_error(err, "delete neighbour " + address.to_string() + " on " + link_ref(index));
 }
 
 }  // namespace flatnet::netmodel

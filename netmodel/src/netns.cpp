@@ -134,7 +134,7 @@ void NetNs::validate_name(std::string_view name) {
   }
 }
 
-NetNs NetNs::create(std::string_view name, bool loopback_up) {
+NetNs NetNs::create(std::string_view name, bool loopback_up, Enter how) {
   validate_name(name);
   prepare_run_dir();
   const std::filesystem::path path = path_of(name);
@@ -155,11 +155,13 @@ NetNs NetNs::create(std::string_view name, bool loopback_up) {
     }
   } undo{name};
 
-  // unshare() moves only the calling thread; do it on a thread of its own that ends right after
-  // the bind mount, so no thread of the caller ever changes namespace.
+  // unshare() moves only the calling thread. The namespace is pinned by the bind mount and its
+  // loopback brought up from inside (a netlink socket opened there), all on one thread that then
+  // ends (dedicated_thread) or goes back where it was (calling_thread).
   int err = 0;
   std::string step;
-  std::thread([&] {
+  std::string loopback_error;
+  auto inside = [&] {
     if (::unshare(CLONE_NEWNET) != 0) {
       err = errno;
       step = "unshare";
@@ -168,14 +170,30 @@ NetNs NetNs::create(std::string_view name, bool loopback_up) {
     if (::mount(kThreadNetns, path.c_str(), "none", MS_BIND, nullptr) != 0) {
       err = errno;
       step = "bind mount";
+      return;
     }
-  }).join();
-  if (err != 0) throw_errno(err, operation + " (" + step + ")");
-  NetNs ns = open(path);
-  if (loopback_up) {
-    Netlink netlink = Netlink::open(ns);
-    netlink.set_up(netlink.link("lo").index);
+    if (loopback_up) {
+      try {
+        Netlink netlink = Netlink::open();
+        netlink.set_up(netlink.link("lo").index);
+      } catch (const std::exception& e) {
+        loopback_error = e.what();
+      }
+    }
+  };
+  if (how == Enter::dedicated_thread) {
+    std::thread(inside).join();
+  } else {
+    const int original = ::open(kThreadNetns, O_RDONLY | O_CLOEXEC);
+    if (original < 0) throw_errno(errno, operation + " (open the current netns)");
+    inside();
+    // The thread must not go on in the new namespace: without a way back, stop the process.
+    if (::setns(original, CLONE_NEWNET) != 0) std::terminate();
+    ::close(original);
   }
+  if (err != 0) throw_errno(err, operation + " (" + step + ")");
+  if (!loopback_error.empty()) throw std::runtime_error(operation + ": " + loopback_error);
+  NetNs ns = open(path);
   undo.armed = false;
   return ns;
 }

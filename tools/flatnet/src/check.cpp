@@ -4,6 +4,7 @@
 #include <deque>
 #include <iomanip>
 #include <map>
+#include <random>
 #include <set>
 #include <sstream>
 
@@ -349,7 +350,18 @@ CheckReport run_check(const StoredCluster& cluster, const std::vector<NodePlan>&
   for (const auto& pod : pods) {
     if (pod.phase == PodPhase::running && pod.ip) running.push_back(&pod);
   }
-  // Sources: every running pod, then every node.
+  // Sources: every running pod (or a sample of them), then every node.
+  std::vector<bool> is_source(running.size(), true);
+  if (options.sample > 0 && options.sample < running.size()) {
+    std::vector<std::size_t> order(running.size());
+    for (std::size_t i = 0; i < order.size(); ++i)
+      order[i] = i;
+    std::mt19937_64 random(std::random_device{}());
+    std::shuffle(order.begin(), order.end(), random);
+    is_source.assign(running.size(), false);
+    for (std::size_t i = 0; i < options.sample; ++i)
+      is_source[order[i]] = true;
+  }
   std::deque<NetNs> handles;
   std::vector<ProbeSource> sources;
   std::vector<CheckEndpoint> source_endpoints;
@@ -399,6 +411,7 @@ CheckReport run_check(const StoredCluster& cluster, const std::vector<NodePlan>&
 
   std::vector<Probe> probes;
   for (std::size_t s = 0; s < running.size(); ++s) {
+    if (!is_source[s]) continue;
     for (std::size_t d = 0; d < running.size(); ++d) {
       if (s == d) continue;
       if (tcp_target[d]) {

@@ -222,6 +222,10 @@ int cmd_up(const std::vector<std::string>& args, bool apply) {
   options.add_options()("filename,f", po::value<std::string>(), "the cluster file (YAML)")(
       "parallel", po::value<std::size_t>()->default_value(0),
       "pods made at once (0: twice the CPUs, at least 4)");
+  if (!apply) {
+    options.add_options()("name", po::value<std::string>(),
+                          "the cluster's name, instead of the file's (one file, several clusters)");
+  }
   if (apply) options.add(cluster_option());
   const std::string verb = apply ? "apply" : "up";
   auto parsed = parse(verb, args, options,
@@ -257,6 +261,16 @@ int cmd_up(const std::vector<std::string>& args, bool apply) {
     }
   } else {
     name = file.cluster ? file.cluster->name : netmodel::default_cluster().name;
+    if (parsed.vm.count("name")) {
+      name = parsed.vm["name"].as<std::string>();
+      if (const std::string problem = netmodel::dns1123_label_problem(name); !problem.empty()) {
+        throw UsageError("flatnet up: --name: " + problem);
+      }
+      if (name.size() > netmodel::ClusterSpec::kMaxNameLength) {
+        throw UsageError("flatnet up: --name " + name + " is longer than " +
+                         std::to_string(netmodel::ClusterSpec::kMaxNameLength) + " characters");
+      }
+    }
   }
 
   ClusterState state(name);
@@ -269,7 +283,10 @@ int cmd_up(const std::vector<std::string>& args, bool apply) {
     auto stored = state.load();
     if (!stored) throw std::runtime_error("cluster " + name + " has no state (flatnet up -f FILE)");
     declared = *stored;
-    if (file.cluster) declared.spec = *file.cluster;
+    if (file.cluster) {
+      declared.spec = *file.cluster;
+      declared.spec.name = name;
+    }
     auto same = [](const netmodel::ObjectMeta& a, const netmodel::ObjectMeta& b) {
       return a.namespace_ == b.namespace_ && a.name == b.name;
     };
@@ -294,6 +311,7 @@ int cmd_up(const std::vector<std::string>& args, bool apply) {
     }
   } else {
     declared.spec = file.cluster ? *file.cluster : netmodel::default_cluster();
+    declared.spec.name = name;
     declared.pods = file.pods;
     declared.deployments = file.deployments;
   }
@@ -681,7 +699,10 @@ int cmd_check(const std::vector<std::string>& args) {
                         "wide (every failure listed) or json")(
       "junit", po::value<std::string>(), "also write a JUnit XML report to this file")(
       "timeout", po::value<unsigned>()->default_value(2000), "per-probe timeout in milliseconds")(
-      "no-udp", "skip the UDP pairs")("no-nodes", "skip the node-to-pod pairs");
+      "no-udp", "skip the UDP pairs")("no-nodes", "skip the node-to-pod pairs")(
+      "sample", po::value<std::size_t>()->default_value(0),
+      "only this many source pods, chosen at random, each to every pod (0: every pod; for "
+      "big clusters, where every pair means n*(n-1) probes)");
   auto parsed = parse("check", args, options,
                       "flatnet check [-o wide|json] [--junit FILE]\n\nProves the Kubernetes "
                       "network model in the running cluster: every pod reaches every\nother pod "
@@ -706,6 +727,7 @@ int cmd_check(const std::vector<std::string>& args) {
   check_options.timeout = std::chrono::milliseconds(parsed.vm["timeout"].as<unsigned>());
   check_options.udp = !parsed.vm.count("no-udp");
   check_options.nodes = !parsed.vm.count("no-nodes");
+  check_options.sample = parsed.vm["sample"].as<std::size_t>();
   const auto pods = state.pods();
   const CheckReport report = run_check(*stored, nodes_of(*stored), pods, check_options);
   if (parsed.vm.count("junit")) {

@@ -1,6 +1,7 @@
 #include "flatnet/emulator/cluster.hpp"
 
 #include <fcntl.h>
+#include <linux/neighbour.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -208,6 +209,7 @@ class Converger {
   void remove_pod(const PodRecord& record);
   void restart_workload(PodRecord& record);
   void wait_until_answering(std::vector<PodRecord>& pods);
+  void sync_neighbors(const std::vector<PodRecord>& pods, const std::set<std::string>& changed);
   void fail(const std::string& message) {
     std::lock_guard lock(mutex_);
     report_.failures.push_back(message);
@@ -336,7 +338,9 @@ void Converger::ensure_node(const NodePlan& node) {
   // fixed (the CNI plugin puts the gateway address on it with the first pod).
   auto bridge = nl.find_link(kPodBridge);
   if (!bridge) {
-    nl.add_bridge({kPodBridge, spec_.mtu, {}});
+    // A MAC of its own: otherwise a bridge takes its lowest port's, which changes as pods come
+    // and go, and the pods' permanent entries for their gateway would go stale.
+    nl.add_bridge({kPodBridge, spec_.mtu, netmodel::MacAddress::random_local(random_)});
     bridge = nl.link(kPodBridge);
   }
   if (!bridge->up()) nl.set_up(bridge->index);
@@ -518,6 +522,15 @@ void Converger::converge_pods(const StoredCluster& declared,
       fresh.push_back(created[i]);
     }
   }
+  // The neighbour entries of every node whose pods changed, before anything talks to them.
+  std::set<std::string> changed_nodes;
+  for (const auto& record : removals)
+    changed_nodes.insert(record.id.node);
+  for (const auto& record : fresh)
+    changed_nodes.insert(record.id.node);
+  std::vector<PodRecord> all = kept;
+  all.insert(all.end(), fresh.begin(), fresh.end());
+  sync_neighbors(all, changed_nodes);
   wait_until_answering(fresh);
 }
 
@@ -540,11 +553,11 @@ void Converger::create_pod(PodRecord& record, const DesiredPod& desired) {
     state_.save_pod(record);  // before the namespace exists: `down` must find it
     std::optional<NetNs> ns;
     try {
-      ns = NetNs::create(record.netns);
+      ns = NetNs::create(record.netns, true, netmodel::Enter::calling_thread);
     } catch (const std::system_error& e) {
       if (!netmodel::is_errno(e, EEXIST)) throw;
       NetNs::remove(record.netns);  // left by a crash: nothing of ours can still be in it
-      ns = NetNs::create(record.netns);
+      ns = NetNs::create(record.netns, true, netmodel::Enter::calling_thread);
     }
     const json raw = runtime.add(conflist, attachment);
     attached = true;
@@ -610,6 +623,147 @@ void Converger::restart_workload(PodRecord& record) {
   } catch (const std::exception& e) {
     fail("pod " + record.key() + ": restart workload: " + e.what());
   }
+}
+
+// The pod's MAC, from its CNI result (the interface inside the pod's namespace).
+std::optional<netmodel::MacAddress> pod_mac(const PodRecord& pod) {
+  if (pod.cni_result.is_null()) return std::nullopt;
+  try {
+    for (const auto& interface : cni::parse_result(pod.cni_result).interfaces) {
+      if (!interface.sandbox.empty() && !interface.mac.empty()) {
+        return netmodel::MacAddress::parse(interface.mac);
+      }
+    }
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
+// Makes the permanent entries of `ns`'s link `index` exactly `wanted` (by address): replaced
+// when present, added when missing, other permanent entries on that link deleted.
+void make_permanent_entries(Netlink& nl, int index, std::vector<netmodel::NeighborInfo> wanted) {
+  std::set<netmodel::IpAddress> keep;
+  for (auto& entry : wanted) {
+    entry.index = index;
+    keep.insert(entry.address);
+  }
+  for (const auto& entry : nl.neighbors(index, netmodel::Family::v4)) {
+    if ((entry.state & NUD_PERMANENT) && !keep.count(entry.address)) {
+      nl.delete_neighbor(index, entry.address);
+    }
+  }
+  nl.set_permanent_neighbors(wanted);
+}
+
+// Every neighbour a node or pod talks to on its own segment gets a permanent entry: a node's own
+// pods and the other nodes, a pod's gateway and the pods beside it (in flat mode, every pod).
+// The data path stays the kernel's; only address resolution is filled in ahead. This is what lets
+// a host emulate a thousand machines: the kernel's neighbour table is one for the whole host,
+// capped by gc_thresh3 (1024 by default, a host setting flatnet must not change), while a
+// thousand pods need several thousand entries; permanent entries are exempt from that cap.
+void Converger::sync_neighbors(const std::vector<PodRecord>& pods,
+                               const std::set<std::string>& changed) {
+  const bool flat = spec_.network == netmodel::Network::flat;
+  // Flat mode would need every pod in every pod (n squared entries): up to this many pods.
+  constexpr std::size_t kFlatMeshLimit = 400;
+  const bool mesh = !flat || pods.size() <= kFlatMeshLimit;
+  if (flat && !mesh && !changed.empty()) {
+    reporter_.warn("flat network with " + std::to_string(pods.size()) +
+                   " pods: pods resolve each other by ARP, and the host's neighbour table "
+                   "(gc_thresh3) may overflow when many pairs talk at once");
+  }
+  struct Peer {
+    netmodel::IpAddress ip;
+    netmodel::MacAddress mac;
+    std::string node;
+  };
+  std::vector<Peer> peers;
+  for (const auto& pod : pods) {
+    auto mac = pod_mac(pod);
+    if (pod.ip && mac) peers.push_back({*pod.ip, *mac, pod.id.node});
+  }
+  // The nodes' uplink and bridge MACs.
+  std::map<std::string, netmodel::MacAddress> uplink_mac, bridge_mac;
+  for (const auto& node : nodes_) {
+    Netlink nl = Netlink::open(node_ns_.at(node.name), netmodel::Enter::calling_thread);
+    uplink_mac[node.name] = nl.link(kNodeUplink).mac;
+    bridge_mac[node.name] = nl.link(kPodBridge).mac;
+  }
+
+  // Each node: its uplink neighbours always (cheap), its pod bridge's when its pods changed.
+  std::vector<const NodePlan*> nodes;
+  for (const auto& node : nodes_)
+    nodes.push_back(&node);
+  parallel_for(nodes.size(), default_parallelism(), [&](std::size_t i) {
+    const NodePlan& node = *nodes[i];
+    try {
+      Netlink nl = Netlink::open(node_ns_.at(node.name), netmodel::Enter::calling_thread);
+      std::vector<netmodel::NeighborInfo> uplink;
+      for (const auto& other : nodes_) {
+        if (other.name == node.name) continue;
+        netmodel::NeighborInfo entry;
+        entry.address = other.address.address();
+        entry.mac = uplink_mac.at(other.name);
+        uplink.push_back(entry);
+      }
+      make_permanent_entries(nl, nl.link(kNodeUplink).index, uplink);
+      if (!changed.count(node.name) && !(flat && !changed.empty())) return;
+      std::vector<netmodel::NeighborInfo> bridge;
+      for (const auto& peer : peers) {
+        if (peer.node != node.name && !(flat && mesh)) continue;
+        netmodel::NeighborInfo entry;
+        entry.address = peer.ip;
+        entry.mac = peer.mac;
+        bridge.push_back(entry);
+      }
+      if (flat) {
+        for (const auto& other : nodes_) {  // the other nodes' bridges, on the shared segment
+          if (other.name == node.name) continue;
+          netmodel::NeighborInfo entry;
+          entry.address = other.gateway.address();
+          entry.mac = bridge_mac.at(other.name);
+          bridge.push_back(entry);
+        }
+      }
+      make_permanent_entries(nl, nl.link(kPodBridge).index, bridge);
+    } catch (const std::exception& e) {
+      fail("node " + node.name + ": neighbour entries: " + e.what());
+    }
+  });
+
+  // Each pod on a changed node (every pod, in flat mode): its gateway and its segment's pods.
+  std::vector<const PodRecord*> targets;
+  for (const auto& pod : pods) {
+    if (pod.ip && (changed.count(pod.id.node) || (flat && !changed.empty()))) {
+      targets.push_back(&pod);
+    }
+  }
+  std::atomic<std::size_t> done{0};
+  parallel_for(targets.size(), default_parallelism(), [&](std::size_t i) {
+    const PodRecord& pod = *targets[i];
+    try {
+      const NodePlan* node = node_plan(pod.id.node);
+      std::vector<netmodel::NeighborInfo> entries;
+      netmodel::NeighborInfo gateway;
+      gateway.address = node->gateway.address();
+      gateway.mac = bridge_mac.at(node->name);
+      entries.push_back(gateway);
+      for (const auto& peer : peers) {
+        if (peer.ip == *pod.ip) continue;
+        if (peer.node != pod.id.node && !(flat && mesh)) continue;
+        netmodel::NeighborInfo entry;
+        entry.address = peer.ip;
+        entry.mac = peer.mac;
+        entries.push_back(entry);
+      }
+      NetNs ns = NetNs::open_named(pod.netns);
+      Netlink nl = Netlink::open(ns, netmodel::Enter::calling_thread);
+      make_permanent_entries(nl, nl.link("eth0").index, entries);
+    } catch (const std::exception& e) {
+      fail("pod " + pod.key() + ": neighbour entries: " + e.what());
+    }
+    reporter_.progress("neighbour entries", ++done, targets.size());
+  });
 }
 
 void Converger::wait_until_answering(std::vector<PodRecord>& pods) {
@@ -738,18 +892,23 @@ DownReport tear_down(const std::string& name, Reporter& reporter) {
   }
   report.processes = terminate_all(processes);
 
-  std::size_t done = 0;
+  // Pods first, then nodes, then the fabric: each group's names removed by several threads, since
+  // each unmount waits for the kernel (an RCU grace period) more than it works.
+  std::atomic<std::size_t> done{0}, removed{0};
+  std::mutex errors_mutex;
   const std::size_t total = pods.size() + nodes.size() + fabric.size();
   for (const auto* group : {&pods, &nodes, &fabric}) {
-    for (const auto& ns : *group) {
+    parallel_for(group->size(), default_parallelism(), [&](std::size_t i) {
       try {
-        if (NetNs::remove(ns)) ++report.namespaces;
+        if (NetNs::remove((*group)[i])) ++removed;
       } catch (const std::exception& e) {
+        std::lock_guard lock(errors_mutex);
         report.errors.push_back(e.what());
       }
       reporter.progress("removing namespaces", ++done, total);
-    }
+    });
   }
+  report.namespaces = removed;
   ClusterState state(name);
   if (state.exists()) {
     try {

@@ -6,11 +6,12 @@ namespace flatnet::emulator {
 
 namespace {
 
-// A DOT string literal.
+// A DOT string literal. Backslashes pass through: labels use DOT's own "\n" line breaks, and the
+// names that go into labels (DNS labels, addresses) hold none of their own.
 std::string q(const std::string& text) {
   std::string out = "\"";
   for (char c : text) {
-    if (c == '"' || c == '\\') out += '\\';
+    if (c == '"') out += '\\';
     out += c;
   }
   return out + "\"";

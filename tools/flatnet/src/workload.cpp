@@ -68,20 +68,20 @@ ProcessRef start_workload(const netmodel::NetNs& ns, const PodRecord& pod,
     ::close(ready[1]);
     netmodel::throw_errno(err, "open " + netmodel::quote(log.string()));
   }
-  const pid_t pid = ::fork();
+  sigset_t none;
+  sigemptyset(&none);
+  // vfork: the child borrows our memory until it execs (see cni/src/exec.cpp).
+  const pid_t pid = ::vfork();
   if (pid < 0) {
     const int err = errno;
     ::close(ready[0]);
     ::close(ready[1]);
     ::close(log_fd);
-    netmodel::throw_errno(err, "fork the workload of pod " + pod.key());
+    netmodel::throw_errno(err, "start the workload of pod " + pod.key());
   }
   if (pid == 0) {
-    // The child: only async-signal-safe calls until exec.
-    sigset_t all;
-    sigemptyset(&all);
-    ::sigprocmask(SIG_SETMASK, &all, nullptr);
-    ::signal(SIGPIPE, SIG_DFL);
+    // The child: only system calls until exec, as a container runtime's child does them.
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     if (::setns(ns.fd(), CLONE_NEWNET) != 0) ::_exit(126);
     const int null = ::open("/dev/null", O_RDONLY);
     if (null < 0 || ::dup2(null, 0) < 0 || ::dup2(log_fd, 1) < 0 || ::dup2(log_fd, 2) < 0 ||

@@ -196,6 +196,12 @@ class Netlink {
   // --- neighbours ---
   // The neighbour entries of one link (index > 0) or all links, of one family or both.
   std::vector<NeighborInfo> neighbors(int index = 0, std::optional<Family> family = {});
+  // Adds or replaces permanent entries (`ip neigh replace ... nud permanent`), many per system
+  // call. Permanent entries are exempt from the kernel's neighbour table limits (gc_thresh3,
+  // which the whole host shares across namespaces). Throws naming the first entry refused.
+  void set_permanent_neighbors(const std::vector<NeighborInfo>& entries);
+  // Returns false when there was no such entry.
+  bool delete_neighbor(int index, const IpAddress& address);
 
   // Where the socket's error callback leaves the kernel's errno (an implementation detail).
   struct ErrorSlot;

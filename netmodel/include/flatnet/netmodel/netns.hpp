@@ -25,6 +25,18 @@
 
 namespace flatnet::netmodel {
 
+// Which thread enters the namespace.
+enum class Enter {
+  // A new thread, discarded afterwards: the caller's thread never changes namespace. The
+  // default, and the only safe choice in a multi-threaded program.
+  dedicated_thread,
+  // The calling thread, switched back right after (the process terminates if that fails, since
+  // the thread would go on in the wrong namespace). For single-threaded programs such as CNI
+  // plugins, where starting a thread costs more than the work itself: tens of microseconds, and
+  // milliseconds on a busy virtual machine, against about 15 for two setns calls.
+  calling_thread,
+};
+
 class NetNs {
  public:
   // Where named namespaces live, as for iproute2.
@@ -42,7 +54,9 @@ class NetNs {
   // /run/netns bind-mounted over a fresh namespace, /run/netns being a shared mount point.
   // Its loopback is brought up when `loopback_up` is set (ip netns add leaves it down).
   // Throws std::system_error with EEXIST when the name is taken; a failure leaves no file behind.
-  static NetNs create(std::string_view name, bool loopback_up = true);
+  // `how` says which thread unshares into the new namespace (see Enter below).
+  static NetNs create(std::string_view name, bool loopback_up = true,
+                      Enter how = Enter::dedicated_thread);
   // Removes the name NAME (unmount and unlink, as `ip netns delete`). Returns false when there
   // was nothing to remove. See the lifetime note above for what happens to the namespace.
   static bool remove(std::string_view name);
@@ -82,18 +96,6 @@ class NetNs {
 // Whether `path` refers to the calling thread's own network namespace. Throws when it cannot
 // be inspected (for example it does not exist).
 bool is_current_netns(const std::filesystem::path& path);
-
-// Which thread enters the namespace.
-enum class Enter {
-  // A new thread, discarded afterwards: the caller's thread never changes namespace. The
-  // default, and the only safe choice in a multi-threaded program.
-  dedicated_thread,
-  // The calling thread, switched back right after (the process terminates if that fails, since
-  // the thread would go on in the wrong namespace). For single-threaded programs such as CNI
-  // plugins, where starting a thread costs more than the work itself: tens of microseconds, and
-  // milliseconds on a busy virtual machine, against about 15 for two setns calls.
-  calling_thread,
-};
 
 namespace detail {
 // Runs `body` inside `ns` on the thread `how` says, restoring that thread's namespace

@@ -52,6 +52,7 @@ struct CheckOptions {
   std::chrono::milliseconds timeout{2000};
   bool udp = true;
   bool nodes = true;
+  std::size_t sample = 0;  // > 0: only this many source pods, chosen at random, to every pod
 };
 
 // Runs every pair against the running cluster (its plan and pod records).
