@@ -215,6 +215,15 @@ class Converger {
     report_.failures.push_back(message);
   }
 
+  // Present while a node's permanent neighbour entries match its pods.
+  fs::path neighbors_marker(const std::string& node) const {
+    return state_.node_dir(node) / "neighbors-synced";
+  }
+  void invalidate_neighbors(const std::string& node) {
+    std::error_code ec;
+    fs::remove(neighbors_marker(node), ec);
+  }
+
   const NodePlan* node_plan(const std::string& name) const {
     for (const auto& node : nodes_) {
       if (node.name == name) return &node;
@@ -452,6 +461,8 @@ void Converger::converge_pods(const StoredCluster& declared,
       }
     }
   }
+  for (const auto& record : removals)
+    invalidate_neighbors(record.id.node);
   const std::size_t threads = options_.parallelism ? options_.parallelism : default_parallelism();
   std::atomic<std::size_t> removed{0};
   parallel_for(removals.size(), threads, [&](std::size_t i) {
@@ -509,6 +520,8 @@ void Converger::converge_pods(const StoredCluster& declared,
     }
     to_make.push_back(i);
   }
+  for (std::size_t i : to_make)
+    invalidate_neighbors(created[i].id.node);
   std::atomic<std::size_t> made{0};
   parallel_for(to_make.size(), threads, [&](std::size_t n) {
     const std::size_t i = to_make[n];
@@ -522,12 +535,16 @@ void Converger::converge_pods(const StoredCluster& declared,
       fresh.push_back(created[i]);
     }
   }
-  // The neighbour entries of every node whose pods changed, before anything talks to them.
+  // The neighbour entries of every node whose pods changed, before anything talks to them, and
+  // of nodes whose last sync did not finish (a crash, a failure).
   std::set<std::string> changed_nodes;
   for (const auto& record : removals)
     changed_nodes.insert(record.id.node);
   for (const auto& record : fresh)
     changed_nodes.insert(record.id.node);
+  for (const auto& node : nodes_) {
+    if (!fs::exists(neighbors_marker(node.name))) changed_nodes.insert(node.name);
+  }
   std::vector<PodRecord> all = kept;
   all.insert(all.end(), fresh.begin(), fresh.end());
   sync_neighbors(all, changed_nodes);
@@ -682,6 +699,7 @@ void Converger::sync_neighbors(const std::vector<PodRecord>& pods,
     auto mac = pod_mac(pod);
     if (pod.ip && mac) peers.push_back({*pod.ip, *mac, pod.id.node});
   }
+  std::set<std::string> unsynced;  // nodes whose entries could not all be set
   // The nodes' uplink and bridge MACs.
   std::map<std::string, netmodel::MacAddress> uplink_mac, bridge_mac;
   for (const auto& node : nodes_) {
@@ -728,6 +746,8 @@ void Converger::sync_neighbors(const std::vector<PodRecord>& pods,
       make_permanent_entries(nl, nl.link(kPodBridge).index, bridge);
     } catch (const std::exception& e) {
       fail("node " + node.name + ": neighbour entries: " + e.what());
+      std::lock_guard lock(mutex_);
+      unsynced.insert(node.name);
     }
   });
 
@@ -761,9 +781,19 @@ void Converger::sync_neighbors(const std::vector<PodRecord>& pods,
       make_permanent_entries(nl, nl.link("eth0").index, entries);
     } catch (const std::exception& e) {
       fail("pod " + pod.key() + ": neighbour entries: " + e.what());
+      std::lock_guard lock(mutex_);
+      unsynced.insert(pod.id.node);
     }
     reporter_.progress("neighbour entries", ++done, targets.size());
   });
+  for (const auto& node : nodes_) {
+    if (unsynced.count(node.name) || !changed.count(node.name)) continue;
+    try {
+      write_file_atomically(neighbors_marker(node.name), "");
+    } catch (const std::exception&) {
+      // Without the marker the next converge syncs the node again: nothing is lost.
+    }
+  }
 }
 
 void Converger::wait_until_answering(std::vector<PodRecord>& pods) {
