@@ -103,10 +103,11 @@ class Walker {
     if (!dst) return "pod " + pair.to.name + " is not in the cluster's records";
     const IpAddress src_ip = source_address(pair, *dst);
     // A well-formed answer from the wrong client address: NAT on the way.
+    // The hop names the address the source was rewritten to, not the pair, so that one rule
+    // shows as one broken hop; each pair's own addresses are in its row and in the JSON.
     if (pair.probe.outcome == ProbeOutcome::ok && pair.probe.seen_client) {
-      return "source NATed: " + label(pair.to) + " saw " + pair.probe.seen_client->to_string() +
-             who(*pair.probe.seen_client) + " instead of " + src_ip.to_string() +
-             nat_hint(pair, *dst);
+      return "source NATed to " + pair.probe.seen_client->to_string() +
+             who(*pair.probe.seen_client) + nat_hint(pair, *dst);
     }
     if (auto broken = walk(pair, *dst, src_ip)) return *broken;
     if (pair.probe.outcome == ProbeOutcome::refused) {
@@ -151,7 +152,8 @@ class Walker {
     for (const auto& n : nodes_) {
       if (n.address.address() == *pair.probe.seen_client ||
           n.gateway.address() == *pair.probe.seen_client) {
-        return ": a NAT rule on node " + n.name + " rewrote it (iptables -t nat -S there)";
+        return ": a NAT rule on node " + n.name +
+               " rewrites pod addresses (iptables -t nat -S there)";
       }
     }
     return "";
@@ -560,8 +562,9 @@ void print_check_table(std::ostream& out, const CheckReport& report, bool wide) 
     ++total;
     if (!wide && shown >= 20) continue;
     ++shown;
-    const std::string result =
-        pair.probe.outcome == ProbeOutcome::ok ? "NAT" : std::string(to_string(pair.probe.outcome));
+    const std::string result = pair.probe.outcome == ProbeOutcome::ok && pair.probe.seen_client
+                                   ? "NAT: seen as " + pair.probe.seen_client->to_string()
+                                   : std::string(to_string(pair.probe.outcome));
     failures.add({label(pair.from), label(pair.to), std::string(to_string(pair.protocol)),
                   pair.address.to_string() + ":" + std::to_string(pair.port), result, pair.hop});
   }

@@ -91,7 +91,7 @@ class ConsoleReporter : public Reporter {
 void require_root() {
   if (::geteuid() != 0) {
     throw std::runtime_error(
-        "flatnet must run as root: it creates network namespaces, links and routes (try sudo)");
+        "must run as root: it creates network namespaces, links and routes (try sudo)");
   }
 }
 
@@ -179,28 +179,36 @@ std::string age(std::int64_t created_unix) {
   return std::to_string(s / 86400) + "d";
 }
 
+// "1 pod", "2 pods".
+std::string count(std::size_t n, const std::string& noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
+
 int finish(const ApplyReport& report, const std::string& cluster, std::size_t pods,
            std::size_t nodes, const std::string& verb,
            std::chrono::steady_clock::time_point start) {
   std::ostringstream line;
+  const std::string failed =
+      report.failures.empty() ? "" : ", " + count(report.failures.size(), "error") + ":";
   if (report.changed()) {
-    line << "cluster " << cluster << " " << verb << ": " << nodes << " nodes, " << pods << " pods";
+    line << "cluster " << cluster << " " << (failed.empty() ? verb : "changed") << ": "
+         << count(nodes, "node") << ", " << count(pods, "pod");
     std::vector<std::string> parts;
-    if (report.nodes_created)
-      parts.push_back(std::to_string(report.nodes_created) + " nodes created");
-    if (report.nodes_removed)
-      parts.push_back(std::to_string(report.nodes_removed) + " nodes removed");
-    if (report.pods_created) parts.push_back(std::to_string(report.pods_created) + " pods created");
-    if (report.pods_removed) parts.push_back(std::to_string(report.pods_removed) + " pods removed");
+    if (report.nodes_created) parts.push_back(count(report.nodes_created, "node") + " created");
+    if (report.nodes_removed) parts.push_back(count(report.nodes_removed, "node") + " removed");
+    if (report.pods_created) parts.push_back(count(report.pods_created, "pod") + " created");
+    if (report.pods_removed) parts.push_back(count(report.pods_removed, "pod") + " removed");
     if (report.workloads_restarted) {
-      parts.push_back(std::to_string(report.workloads_restarted) + " workloads restarted");
+      parts.push_back(count(report.workloads_restarted, "workload") + " restarted");
     }
+    if (report.repaired) parts.push_back(count(report.repaired, "repair"));
     std::string joined;
     for (const auto& part : parts)
       joined += (joined.empty() ? "" : ", ") + part;
-    line << " (" << joined << ") in " << seconds_since(start);
+    line << " (" << joined << ") in " << seconds_since(start) << failed;
   } else {
-    line << "cluster " << cluster << " unchanged: " << nodes << " nodes, " << pods << " pods";
+    line << "cluster " << cluster << " unchanged: " << count(nodes, "node") << ", "
+         << count(pods, "pod") << failed;
   }
   std::cout << line.str() << std::endl;
   for (const auto& failure : report.failures)

@@ -209,7 +209,14 @@ class Converger {
   void remove_pod(const PodRecord& record);
   void restart_workload(PodRecord& record);
   void wait_until_answering(std::vector<PodRecord>& pods);
+  void repair_pod_links(const std::vector<PodRecord>& pods);
   void sync_neighbors(const std::vector<PodRecord>& pods, const std::set<std::string>& changed);
+  // Drift put right: counted and said.
+  void repaired(const std::string& what) {
+    std::lock_guard lock(mutex_);
+    ++report_.repaired;
+    reporter_.note("repaired: " + what);
+  }
   void fail(const std::string& message) {
     std::lock_guard lock(mutex_);
     report_.failures.push_back(message);
@@ -244,6 +251,8 @@ class Converger {
   std::optional<NetNs> fabric_;
   std::map<std::string, NetNs> node_ns_;
   std::map<std::string, cni::NetworkConfigList> conflists_;
+  std::set<std::string> fresh_nodes_;             // created by this converge
+  std::set<netmodel::IpPrefix> removed_subnets_;  // of the nodes removed by this converge
 };
 
 ApplyReport Converger::run(StoredCluster declared, const std::vector<std::string>& evict) {
@@ -285,7 +294,10 @@ void Converger::ensure_fabric() {
       nl.add_bridge({name, spec_.mtu, {}});
       link = nl.link(name);
     }
-    if (!link->up()) nl.set_up(link->index);
+    if (!link->up()) {
+      nl.set_up(link->index);
+      if (!created) repaired("fabric bridge " + std::string(name) + " was down");
+    }
   };
   ensure_bridge(kFabricBridge);
   if (spec_.network == netmodel::Network::flat) ensure_bridge(kPodSegmentBridge);
@@ -307,6 +319,7 @@ void Converger::remove_node(const std::string& name, std::size_t index) {
   nl.delete_link("p" + std::to_string(index));
   std::error_code ec;
   fs::remove_all(state_.node_dir(name), ec);
+  removed_subnets_.insert(spec_.node_pod_cidr(index - 1));
   ++report_.nodes_removed;
   reporter_.note("node " + name + " removed");
 }
@@ -334,9 +347,15 @@ void Converger::ensure_node(const NodePlan& node) {
     uplink = nl.link(kNodeUplink);
   } else if (auto port = fabric.find_link(node.fabric_port); port && !port->up()) {
     fabric.set_up(port->index);
+    repaired("fabric link " + node.fabric_port + " of node " + node.name + " was down");
   }
-  if (!uplink->up()) nl.set_up(uplink->index);
-  add_address_once(nl, uplink->index, node.address);
+  if (!uplink->up()) {
+    nl.set_up(uplink->index);
+    if (!created) repaired("node " + node.name + ": eth0 was down");
+  }
+  if (add_address_once(nl, uplink->index, node.address) && !created) {
+    repaired("node " + node.name + ": address " + node.address.to_string() + " was missing");
+  }
 
   // Forwarding: a node routes between its pods and the other nodes.
   if (netmodel::read_sysctl(ns, "net.ipv4.ip_forward") != "1") {
@@ -352,7 +371,10 @@ void Converger::ensure_node(const NodePlan& node) {
     nl.add_bridge({kPodBridge, spec_.mtu, netmodel::MacAddress::random_local(random_)});
     bridge = nl.link(kPodBridge);
   }
-  if (!bridge->up()) nl.set_up(bridge->index);
+  if (!bridge->up()) {
+    nl.set_up(bridge->index);
+    if (!created) repaired("node " + node.name + ": pod bridge " + kPodBridge + " was down");
+  }
 
   if (spec_.network == netmodel::Network::flat) {
     // The node's pod bridge joins the shared pod segment pods0 in the fabric.
@@ -372,7 +394,10 @@ void Converger::ensure_node(const NodePlan& node) {
       segment = nl.link(kNodeSegmentLink);
     }
     if (segment->master != bridge->index) nl.set_master(segment->index, bridge->index);
-    if (!segment->up()) nl.set_up(segment->index);
+    if (!segment->up()) {
+      nl.set_up(segment->index);
+      if (!created) repaired("node " + node.name + ": " + kNodeSegmentLink + " was down");
+    }
   }
 
   // The node's CNI configuration, as a kubelet's node has it in /etc/cni/net.d.
@@ -389,6 +414,7 @@ void Converger::ensure_node(const NodePlan& node) {
 
   node_ns_.insert_or_assign(node.name, std::move(ns));
   if (created) {
+    fresh_nodes_.insert(node.name);
     ++report_.nodes_created;
     reporter_.note("node " + node.name + " created: " + node.address.address().to_string() +
                    ", pods " + node.pod_subnet.to_string());
@@ -417,14 +443,28 @@ void Converger::ensure_routes(const NodePlan& node) {
     const bool keep = std::any_of(wanted.begin(), wanted.end(), [&](const netmodel::Route& w) {
       return w.destination == route.destination && w.gateway == route.gateway && w.oif == route.oif;
     });
-    if (!keep) nl.delete_route(route);
+    if (!keep) {
+      nl.delete_route(route);
+      if (!removed_subnets_.count(*route.destination)) {
+        repaired("node " + node.name + ": removed the stray route " + route.to_string());
+      }
+    }
   }
   for (const auto& route : wanted) {
     const bool there = std::any_of(present.begin(), present.end(), [&](const netmodel::Route& p) {
       return p.protocol == kRouteProtocol && p.destination == route.destination &&
              p.gateway == route.gateway && p.oif == route.oif;
     });
-    if (!there) nl.replace_route(route);
+    if (!there) {
+      nl.replace_route(route);
+      const bool to_fresh = std::any_of(nodes_.begin(), nodes_.end(), [&](const NodePlan& n) {
+        return n.pod_subnet == *route.destination && fresh_nodes_.count(n.name);
+      });
+      if (!fresh_nodes_.count(node.name) && !to_fresh) {
+        repaired("node " + node.name + ": route " + route.destination->to_string() + " via " +
+                 route.gateway->to_string() + " was missing");
+      }
+    }
   }
 }
 
@@ -487,10 +527,12 @@ void Converger::converge_pods(const StoredCluster& declared,
     kept.push_back(std::move(record));
   }
 
-  // Workloads that died are started again, as a kubelet restarts a container.
+  // Workloads that died are started again, as a kubelet restarts a container; a pod's veth
+  // found down on its node is brought up again.
   for (auto& record : kept) {
     if (!record.workload.alive()) restart_workload(record);
   }
+  repair_pod_links(kept);
 
   const auto placements = schedule(changes.create, nodes_, pods_per_node);
   std::vector<PodRecord> created(changes.create.size());
@@ -792,6 +834,32 @@ void Converger::sync_neighbors(const std::vector<PodRecord>& pods,
       write_file_atomically(neighbors_marker(node.name), "");
     } catch (const std::exception&) {
       // Without the marker the next converge syncs the node again: nothing is lost.
+    }
+  }
+}
+
+void Converger::repair_pod_links(const std::vector<PodRecord>& pods) {
+  std::map<std::string, std::vector<const PodRecord*>> by_node;
+  for (const auto& pod : pods) {
+    if (!pod.host_veth.empty()) by_node[pod.id.node].push_back(&pod);
+  }
+  for (const auto& [node, on_node] : by_node) {
+    auto ns = node_ns_.find(node);
+    if (ns == node_ns_.end()) continue;
+    Netlink nl = Netlink::open(ns->second, netmodel::Enter::calling_thread);
+    std::map<std::string, netmodel::LinkInfo> links;
+    for (auto& link : nl.links())
+      links[link.name] = link;
+    for (const PodRecord* pod : on_node) {
+      auto link = links.find(pod->host_veth);
+      if (link == links.end()) {
+        fail("pod " + pod->key() + ": its veth " + pod->host_veth + " on node " + node +
+             " is gone (flatnet delete pod " + pod->key() + " makes it again)");
+      } else if (!link->second.up()) {
+        nl.set_up(link->second.index);
+        repaired("pod " + pod->key() + ": veth " + pod->host_veth + " on node " + node +
+                 " was down");
+      }
     }
   }
 }

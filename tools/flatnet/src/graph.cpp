@@ -76,7 +76,7 @@ std::string cluster_graph(const StoredCluster& cluster, const std::vector<NodePl
     dot << "  " << id("bridge", kFabricBridge) << " -> " << id("eth0", node.name)
         << " [label=" << q(node.fabric_port) << ", fontsize=8];\n";
     dot << "  " << id("eth0", node.name) << " -> " << id("flat0", node.name)
-        << " [style=dotted, label=\"routes\", fontsize=8];\n";
+        << " [style=dotted, label=" << (flat ? "\"forwards\"" : "\"routes\"") << ", fontsize=8];\n";
     if (flat) {
       dot << "  " << id("bridge", kPodSegmentBridge) << " -> " << id("flat0", node.name)
           << " [label=" << q(node.segment_port) << ", fontsize=8];\n";

@@ -49,9 +49,11 @@ class Reporter {
 struct ApplyReport {
   std::size_t nodes_created = 0, nodes_removed = 0;
   std::size_t pods_created = 0, pods_removed = 0, workloads_restarted = 0;
+  std::size_t repaired = 0;           // links brought up again, routes and addresses put back
   std::vector<std::string> failures;  // pods that could not be placed or created, and why
   bool changed() const {
-    return nodes_created || nodes_removed || pods_created || pods_removed || workloads_restarted;
+    return nodes_created || nodes_removed || pods_created || pods_removed || workloads_restarted ||
+           repaired;
   }
 };
 
