@@ -8,7 +8,8 @@
 //     every node to every pod); prints the median time.
 //
 // Usage: sudo flatnet-bench-emulator [--nodes N] [--pods N] [--rounds R] [--check-pods N]
-//                                    [--flatnet PATH]
+//                                    [--parallel N] [--flatnet PATH]
+// Each timed command starts on a quiet machine (see wait_until_quiet).
 // Clusters are named bench-<pid>-*, and removed at exit.
 
 #include <fcntl.h>
@@ -81,6 +82,29 @@ std::string cluster_file(const std::string& name, int nodes, int pods, const std
   return path.string();
 }
 
+// Waits until the machine is quiet again: the kernel destroys removed namespaces in the
+// background for seconds after a `down`, and a run that starts meanwhile pays for the previous
+// one. Quiet: at least 85% idle over two half-second windows in a row (at most 60 s).
+void wait_until_quiet() {
+  auto sample = [] {
+    std::ifstream in("/proc/stat");
+    std::string cpu;
+    unsigned long long user, nice, system, idle, iowait, irq, softirq, steal;
+    in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+    return std::pair{idle + iowait, user + nice + system + idle + iowait + irq + softirq + steal};
+  };
+  int quiet = 0;
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (quiet < 2 && Clock::now() < deadline) {
+    const auto [idle0, total0] = sample();
+    ::usleep(500000);
+    const auto [idle1, total1] = sample();
+    const double idle_share =
+        total1 > total0 ? double(idle1 - idle0) / double(total1 - total0) : 1.0;
+    quiet = idle_share >= 0.85 ? quiet + 1 : 0;
+  }
+}
+
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const std::size_t n = values.size();
@@ -102,6 +126,7 @@ void cleanup() {
 
 int main(int argc, char** argv) {
   int nodes = 10, pods = 1000, rounds = 3, check_pods = 100;
+  std::string parallel;  // flatnet up --parallel; empty: flatnet's default
   std::error_code ec;
   flatnet_path = (fs::read_symlink("/proc/self/exe", ec).parent_path() / "flatnet").string();
   for (int i = 1; i < argc; ++i) {
@@ -119,11 +144,13 @@ int main(int argc, char** argv) {
         rounds = std::stoi(next());
       } else if (arg == "--check-pods") {
         check_pods = std::stoi(next());
+      } else if (arg == "--parallel") {
+        parallel = next();
       } else if (arg == "--flatnet") {
         flatnet_path = next();
       } else {
         std::cerr << "usage: flatnet-bench-emulator [--nodes N] [--pods N] [--rounds R] "
-                     "[--check-pods N] [--flatnet PATH]\n";
+                     "[--check-pods N] [--parallel N] [--flatnet PATH]\n";
         return arg == "--help" ? 0 : 2;
       }
     } catch (const std::exception& e) {
@@ -146,7 +173,11 @@ int main(int argc, char** argv) {
         const std::string name = prefix + (flatnet ? "-f" : "-b");
         const std::string file = cluster_file(name, nodes, pods, flatnet ? "flatnet" : "bridge");
         clusters_made.push_back(name);
-        const double up = run({"up", "-f", file});
+        std::vector<std::string> up_args = {"up", "-f", file};
+        if (!parallel.empty()) up_args.insert(up_args.end(), {"--parallel", parallel});
+        wait_until_quiet();
+        const double up = run(up_args);
+        wait_until_quiet();
         const double down = run({"down", name});
         (flatnet ? up_flatnet : up_bridge).push_back(up);
         (flatnet ? down_flatnet : down_bridge).push_back(down);
@@ -168,8 +199,10 @@ int main(int argc, char** argv) {
     clusters_made.push_back(name);
     run({"up", "-f", file});
     std::vector<double> checks;
-    for (int round = 0; round < rounds; ++round)
+    for (int round = 0; round < rounds; ++round) {
+      wait_until_quiet();
       checks.push_back(run({"check", "-c", name}));
+    }
     run({"down", name});
     const double pairs = static_cast<double>(check_pods) * (check_pods - 1);
     std::printf(

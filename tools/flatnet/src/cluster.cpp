@@ -126,6 +126,15 @@ std::string random_uid(std::mt19937_64& random) {
          hex.substr(17, 3) + "-" + hex.substr(20, 12);
 }
 
+// The clusters are IPv4 only: IPv6 is turned off in every namespace they make, so that no link
+// gets link-local addresses, duplicate address detection and multicast listener reports (kernel
+// work at every veth, and noise in every capture). `default` covers the links made later (a pod's
+// veth), `all` those there already.
+void disable_ipv6(const NetNs& ns, netmodel::Enter how) {
+  netmodel::write_sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1", how);
+  netmodel::write_sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1", how);
+}
+
 NetNs open_or_create(const std::string& name, bool& created) {
   created = false;
   try {
@@ -134,7 +143,9 @@ NetNs open_or_create(const std::string& name, bool& created) {
     if (!netmodel::is_errno(e, ENOENT)) throw;
   }
   created = true;
-  return NetNs::create(name);
+  NetNs ns = NetNs::create(name);
+  disable_ipv6(ns, netmodel::Enter::dedicated_thread);
+  return ns;
 }
 
 bool add_address_once(Netlink& nl, int index, const IpPrefix& address) {
@@ -618,6 +629,7 @@ void Converger::create_pod(PodRecord& record, const DesiredPod& desired) {
       NetNs::remove(record.netns);  // left by a crash: nothing of ours can still be in it
       ns = NetNs::create(record.netns, true, netmodel::Enter::calling_thread);
     }
+    disable_ipv6(*ns, netmodel::Enter::calling_thread);
     const json raw = runtime.add(conflist, attachment);
     attached = true;
     const cni::Result result = cni::parse_result(raw);
