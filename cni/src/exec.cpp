@@ -56,6 +56,10 @@ struct ChildSpec {
 // reported as an errno on status_fd (which exec closes on success).
 [[noreturn]] __attribute__((noinline)) void run_child(const ChildSpec* spec) {
   int failed = 0;
+  // The plugin starts with no signal blocked, whatever the calling thread had blocked.
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
   if (spec->netns_fd >= 0 && ::setns(spec->netns_fd, CLONE_NEWNET) != 0) failed = errno;
   if (!failed && (::dup2(spec->stdin_fd, 0) < 0 || ::dup2(spec->stdout_fd, 1) < 0 ||
                   ::dup2(spec->stderr_fd, 2) < 0)) {

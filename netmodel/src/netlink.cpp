@@ -871,7 +871,7 @@ std::optional<Route> Netlink::lookup_route(const IpAddress& destination) {
         const auto* error = static_cast<const nlmsgerr*>(NLMSG_DATA(header));
         if (error->error == 0) continue;
         const int err = -error->error;
-        if (err == ENETUNREACH || err == EHOSTUNREACH || err == EACCES || err == EINVAL) {
+        if (err == ENETUNREACH || err == EHOSTUNREACH || err == EACCES) {
           unreachable = true;
         } else {
           throw system_error(err, "look up the route to " + destination.to_string());
@@ -938,10 +938,11 @@ std::vector<NeighborInfo> Netlink::neighbors(int index, std::optional<Family> fa
   ndmsg request{};
   request.ndm_family =
       static_cast<std::uint8_t>(family ? (*family == Family::v4 ? AF_INET : AF_INET6) : AF_UNSPEC);
-  request.ndm_ifindex = index;
+  // Not a strict dump: the kernel refuses an ifindex in the header of one (EINVAL, reported in
+  // the dump's last message); the link is filtered here instead.
   Request(socket_, error_).run("list neighbours", [&](nl_sock* s) {
     result.clear();
-    return dump(s, RTM_GETNEIGH, &request, sizeof request, index != 0, on_message);
+    return dump(s, RTM_GETNEIGH, &request, sizeof request, false, on_message);
   });
   return result;
 }
@@ -987,7 +988,7 @@ void append_neigh_request(std::vector<char>& buffer, int type, int flags, std::u
 // Sends the requests in `buffer` (each asking for an ACK) and collects the answers: the errno
 // of each refused request by sequence number.
 std::map<std::uint32_t, int> send_batch(int fd, const std::vector<char>& buffer,
-                                        std::size_t requests) {
+                                        std::uint32_t first_seq, std::size_t requests) {
   std::map<std::uint32_t, int> refused;
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
@@ -1013,8 +1014,10 @@ std::map<std::uint32_t, int> send_batch(int fd, const std::vector<char>& buffer,
          h = NLMSG_NEXT(h, remaining)) {
       if (h->nlmsg_type != NLMSG_ERROR) continue;
       const auto* error = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
+      const std::uint32_t seq = error->msg.nlmsg_seq;
+      if (seq < first_seq || seq >= first_seq + requests) continue;  // not an answer of ours
       ++answered;
-      if (error->error != 0) refused[error->msg.nlmsg_seq] = -error->error;
+      if (error->error != 0) refused[seq] = -error->error;
     }
   }
   return refused;
@@ -1039,7 +1042,7 @@ void Netlink::set_permanent_neighbors(const std::vector<NeighborInfo>& entries) 
       append_neigh_request(buffer, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE,
                            static_cast<std::uint32_t>(first + i + 1), entries[first + i]);
     }
-    const auto refused = send_batch(fd, buffer, count);
+    const auto refused = send_batch(fd, buffer, static_cast<std::uint32_t>(first + 1), count);
     if (!refused.empty()) {
       const auto& [seq, err] = *refused.begin();
       const NeighborInfo& entry = entries[seq - 1];
@@ -1055,7 +1058,7 @@ bool Netlink::delete_neighbor(int index, const IpAddress& address) {
   entry.address = address;
   std::vector<char> buffer;
   append_neigh_request(buffer, RTM_DELNEIGH, 0, 1, entry);
-  const auto refused = send_batch(nl_socket_get_fd(socket_), buffer, 1);
+  const auto refused = send_batch(nl_socket_get_fd(socket_), buffer, 1, 1);
   if (refused.empty()) return true;
   const int err = refused.begin()->second;
   if (err == ENOENT || err == ENODEV) return false;

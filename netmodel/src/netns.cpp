@@ -186,10 +186,16 @@ NetNs NetNs::create(std::string_view name, bool loopback_up, Enter how) {
   } else {
     const int original = ::open(kThreadNetns, O_RDONLY | O_CLOEXEC);
     if (original < 0) throw_errno(errno, operation + " (open the current netns)");
+    // Back where it was however `inside` ends: the thread must not go on in the new namespace,
+    // and without a way back the process stops.
+    struct Restore {
+      int fd;
+      ~Restore() {
+        if (::setns(fd, CLONE_NEWNET) != 0) std::terminate();
+        ::close(fd);
+      }
+    } restore{original};
     inside();
-    // The thread must not go on in the new namespace: without a way back, stop the process.
-    if (::setns(original, CLONE_NEWNET) != 0) std::terminate();
-    ::close(original);
   }
   if (err != 0) throw_errno(err, operation + " (" + step + ")");
   if (!loopback_error.empty()) throw std::runtime_error(operation + ": " + loopback_error);

@@ -882,9 +882,9 @@ TEST_F(Emulator, DownEndsEveryProcessInTheClustersNamespaces) {
   ASSERT_EQ(up.status, 0) << describe(up);
   const std::string bin = StagedInstall::flatnet().string();
   const std::vector<std::pair<std::string, std::vector<std::string>>> commands = {
-      {cluster.prefix() + "pod-client",
+      {cluster.prefix() + "pod.default.client",
        {bin, "exec", "client", "--cluster", cluster.name(), "--", "sleep", "600"}},
-      {cluster.prefix() + "node-1",
+      {cluster.prefix() + "node.node-1",
        {bin, "exec", "node-1", "--cluster", cluster.name(), "--", "sleep", "600"}},
       {cluster.fabric_netns(), {"ip", "netns", "exec", cluster.fabric_netns(), "sleep", "600"}},
   };
@@ -1018,7 +1018,7 @@ TEST_P(Faults, CheckNamesTheBrokenHopAndPassesAfterRepair) {
 // and no reply of node-1's pods reaches them. `up` puts the route back.
 Injected delete_node_route(const TestCluster& cluster) {
   const NodeView node2 = cluster.node("node-2");
-  expect_ok(in_namespace(cluster.prefix() + "node-1",
+  expect_ok(in_namespace(cluster.prefix() + "node.node-1",
                          {"ip", "route", "del", node2.pod_cidr.to_string()}));
   Injected fault;
   for (const auto& pod : cluster.pods()) {
@@ -1036,7 +1036,7 @@ Injected delete_node_route(const TestCluster& cluster) {
 // (b) The host side of the client pod's veth down on node-2: the pod is cut off.
 Injected pod_veth_down(const TestCluster& cluster) {
   const PodView client = cluster.pod("client");
-  const std::string node = cluster.prefix() + client.node;
+  const std::string node = cluster.prefix() + "node." + client.node;
   expect_ok(run_program({"ip", "-n", node, "link", "set", client.host_veth, "down"}));
   Injected fault;
   fault.hops = {"node " + client.node + ": " + client.host_veth +
@@ -1088,7 +1088,7 @@ Injected fabric_link_down(const TestCluster& cluster) {
 Injected masquerade_on_node(const TestCluster& cluster) {
   const NodeView node1 = cluster.node("node-1");
   const NodeView node2 = cluster.node("node-2");
-  const std::string netns = cluster.prefix() + "node-1";
+  const std::string netns = cluster.prefix() + "node.node-1";
   const std::vector<std::string> rule = {
       "POSTROUTING", "-s",        node1.pod_cidr.to_string(), "-d", node2.pod_cidr.to_string(),
       "-j",          "MASQUERADE"};
@@ -1156,15 +1156,15 @@ TEST_F(Emulator, CheckGetAndGraphWriteWhatTheySay) {
   ASSERT_EQ(nodes.size(), 2u);
   ASSERT_EQ(pods.size(), 5u);
   for (const auto& node : nodes) {
-    EXPECT_EQ(node.netns, cluster.prefix() + node.name);
+    EXPECT_EQ(node.netns, cluster.prefix() + "node." + node.name);
     EXPECT_TRUE(namespace_exists(node.netns)) << node.netns;
   }
   for (const auto& pod : pods) {
-    EXPECT_EQ(pod.netns, cluster.prefix() + "pod-" + pod.name);
+    EXPECT_EQ(pod.netns, cluster.prefix() + "pod.default." + pod.name);
     EXPECT_TRUE(pod.ready) << pod.name;
     EXPECT_THAT(cmdline(pod.pid), HasSubstr("flatnet-netexec")) << pod.name;
     expect_ok(run_program(
-        {"ip", "-n", cluster.prefix() + pod.node, "link", "show", "dev", pod.host_veth}));
+        {"ip", "-n", cluster.prefix() + "node." + pod.node, "link", "show", "dev", pod.host_veth}));
   }
 
   // check -o json --junit: the same pairs, all passed, the servers saw the clients' own addresses.
@@ -1197,7 +1197,7 @@ TEST_F(Emulator, CheckGetAndGraphWriteWhatTheySay) {
 
   // A failing check writes failures, one element per failed pair.
   const PodView client = cluster.pod("client");
-  const std::string node = cluster.prefix() + client.node;
+  const std::string node = cluster.prefix() + "node." + client.node;
   expect_ok(run_program({"ip", "-n", node, "link", "set", client.host_veth, "down"}));
   const Outcome failing = cluster.cli({"check", "--timeout", "300", "--junit", junit.string()});
   EXPECT_EQ(failing.status, 1) << describe(failing);

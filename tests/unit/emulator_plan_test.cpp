@@ -58,15 +58,44 @@ netmodel::Deployment deployment(const std::string& name, int replicas) {
 
 TEST(EmulatorNames, NamespacesCarryTheClusterName) {
   EXPECT_EQ(fabric_netns("demo"), "flatnet-demo-fabric");
-  EXPECT_EQ(node_netns("demo", "node-1"), "flatnet-demo-node-1");
-  EXPECT_EQ(pod_netns("demo", "default", "web-1"), "flatnet-demo-pod-web-1");
-  EXPECT_EQ(pod_netns("demo", "team-a", "web-1"), "flatnet-demo-pod-web-1.team-a");
+  EXPECT_EQ(node_netns("demo", "node-1"), "flatnet-demo-node.node-1");
+  EXPECT_EQ(pod_netns("demo", "default", "web-1"), "flatnet-demo-pod.default.web-1");
+  EXPECT_EQ(pod_netns("demo", "team-a", "web-1"), "flatnet-demo-pod.team-a.web-1");
   EXPECT_EQ(pod_key("default", "web"), "web");
   EXPECT_EQ(pod_key("team-a", "web"), "team-a/web");
   // Every name is a valid `ip netns` name.
   for (const auto& name : {fabric_netns("demo"), node_netns("demo", "node-1"),
                            pod_netns("demo", "team-a", "web.x-1")}) {
     EXPECT_NO_THROW(netmodel::NetNs::validate_name(name)) << name;
+  }
+}
+
+// Clusters whose names extend each other ("a", "a-pod", "a-node") never claim each other's
+// namespaces, and no node's namespace can be a pod's.
+TEST(EmulatorNames, OwnershipIsExact) {
+  EXPECT_TRUE(owns_netns("a", "flatnet-a-fabric"));
+  EXPECT_TRUE(owns_netns("a", "flatnet-a-node.x"));
+  EXPECT_TRUE(owns_netns("a", "flatnet-a-pod.default.web.v2"));
+  for (const std::string& other : std::vector<std::string>{"a-pod", "a-node", "a-b", "a-fabric"}) {
+    for (const auto& name : {fabric_netns(other), node_netns(other, "x"),
+                             pod_netns(other, "default", "web"), node_netns(other, "fabric")}) {
+      EXPECT_FALSE(owns_netns("a", name)) << name;
+      EXPECT_TRUE(owns_netns(other, name)) << name;
+    }
+  }
+  EXPECT_FALSE(owns_netns("a", "flatnet-a-fabricx"));
+  EXPECT_FALSE(owns_netns("a", "flatnet-ab-fabric"));
+  EXPECT_FALSE(owns_netns("a", "flatnet-test-1-node"));
+  // A pod "team.web" in "default" and a pod "web" in "team" get different names.
+  EXPECT_NE(pod_netns("c", "default", "team.web"), pod_netns("c", "team", "web"));
+}
+
+TEST(EmulatorNames, ClusterNamesAreDnsLabels) {
+  EXPECT_EQ(cluster_name_problem("demo-1"), "");
+  for (const std::string& bad : std::vector<std::string>{"", "..", "../../tmp/x", "/", "Demo",
+                                                         "a_b", "a.b", std::string(33, 'a')}) {
+    EXPECT_NE(cluster_name_problem(bad), "") << bad;
+    EXPECT_THROW(ClusterState{bad}, std::invalid_argument) << bad;
   }
 }
 
@@ -83,7 +112,7 @@ TEST(EmulatorNodes, AddressesFollowTheNodeNumber) {
   EXPECT_EQ(nodes[0].gateway, IpPrefix::parse("10.244.1.1/24"));
   EXPECT_EQ(nodes[2].address, IpPrefix::parse("172.18.0.4/24"));
   EXPECT_EQ(nodes[2].pod_subnet, IpPrefix::parse("10.244.3.0/24"));
-  EXPECT_EQ(nodes[2].netns, "flatnet-demo-node-3");
+  EXPECT_EQ(nodes[2].netns, "flatnet-demo-node.node-3");
   EXPECT_EQ(nodes[2].fabric_port, "n3");
   EXPECT_TRUE(nodes[2].segment_port.empty());
   EXPECT_EQ(nodes[0].capacity, 253u);
@@ -236,6 +265,21 @@ TEST(EmulatorController, AChangedStandalonePodIsRecreated) {
   EXPECT_EQ(changes.remove[0].name, "a");
 }
 
+TEST(EmulatorController, AStandalonePodTakesTheNameOfADeploymentsPod) {
+  std::mt19937_64 random(8);
+  const auto first = reconcile_pods({}, {deployment("web", 2)}, {}, random);
+  const auto current = identities(first);
+  auto standalone = pod(current[0].name);
+  const auto changes = reconcile_pods({standalone}, {deployment("web", 2)}, current, random);
+  ASSERT_EQ(changes.remove.size(), 1u);
+  EXPECT_EQ(changes.remove[0].name, current[0].name);
+  ASSERT_EQ(changes.create.size(), 2u);  // the standalone pod and a replacement replica
+  std::set<std::string> names;
+  for (const auto& created : changes.create)
+    names.insert(created.pod.meta.name);
+  EXPECT_EQ(names.size(), 2u);
+}
+
 TEST(EmulatorController, DeploymentsInOtherNamespacesAreDistinct) {
   std::mt19937_64 random(7);
   auto other = deployment("web", 1);
@@ -343,7 +387,7 @@ TEST(EmulatorState, PodRecordsRoundTrip) {
   record.id = {"team-a", "web-abc", "team-a/web", "hash", "node-2", 42};
   record.uid = "u";
   record.container_id = "c";
-  record.netns = "flatnet-demo-pod-web-abc.team-a";
+  record.netns = "flatnet-demo-pod.team-a.web-abc";
   record.labels = {{"app", "web"}};
   record.ports = {{"http", 8080, netmodel::Protocol::tcp}, {"", 53, netmodel::Protocol::udp}};
   record.phase = PodPhase::running;

@@ -181,12 +181,38 @@ class Walker {
     return std::nullopt;
   }
 
+  // The MAC that `address` really has: a pod's interface, a node's uplink or pod bridge.
+  std::optional<netmodel::MacAddress> real_mac(const IpAddress& address) {
+    for (const auto& p : pods_) {
+      if (p.ip && *p.ip == address) return pod_mac(p);
+    }
+    for (const auto& n : nodes_) {
+      const bool uplink = n.address.address() == address;
+      if (!uplink && n.gateway.address() != address) continue;
+      NamespaceView& node_ns = view(n.netns);
+      if (const LinkInfo* link = node_ns.link(uplink ? kNodeUplink : kPodBridge)) {
+        return link->mac;
+      }
+    }
+    return std::nullopt;
+  }
+
   std::optional<std::string> arp_problem(const std::string& where, NamespaceView& ns,
                                          const IpAddress& next_hop, const std::string& device) {
     auto entry = ns.neighbor(next_hop);
-    if (entry && (entry->failed() || entry->incomplete())) {
+    if (!entry) return std::nullopt;
+    if (entry->failed() || entry->incomplete()) {
       return where + ": no ARP answer from " + next_hop.to_string() + who(next_hop) + " on " +
              device + " (neighbour " + entry->state_name() + ")";
+    }
+    // A resolved entry pointing at the wrong MAC (stale or forged) sends frames nowhere.
+    if (entry->mac) {
+      auto real = real_mac(next_hop);
+      if (real && *real != *entry->mac) {
+        return where + ": the neighbour entry for " + next_hop.to_string() + who(next_hop) +
+               " on " + device + " says " + entry->mac->to_string() + ", but its MAC is " +
+               real->to_string() + " (neighbour " + entry->state_name() + ")";
+      }
     }
     return std::nullopt;
   }
@@ -206,6 +232,12 @@ class Walker {
         if (auto bad = link_problem("node " + n->name, node_ns, p.host_veth,
                                     "the veth of pod " + p.key())) {
           return bad;
+        }
+        const LinkInfo* veth = node_ns.link(p.host_veth);
+        const LinkInfo* bridge = node_ns.link(kPodBridge);
+        if (veth && bridge && veth->master != bridge->index) {
+          return "node " + n->name + ": " + p.host_veth + " (the veth of pod " + p.key() +
+                 ") is not a port of the pod bridge " + kPodBridge;
         }
       }
     }

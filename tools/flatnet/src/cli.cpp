@@ -161,6 +161,33 @@ netmodel::ClusterFile read_file(const std::string& path) {
   return file;
 }
 
+// Pod names the API server accepts (253 characters) can be too long for a network namespace's
+// name (255 bytes) once the cluster's prefix is added: refused here, naming the object, before
+// anything is made.
+void check_name_lengths(const netmodel::ClusterFile& file, const std::string& cluster) {
+  constexpr std::size_t kMax = 255;
+  auto check = [&](const std::string& kind, const netmodel::ObjectMeta& meta,
+                   const netmodel::ObjectSource& source, std::size_t suffix) {
+    const std::size_t length = pod_netns(cluster, meta.namespace_, meta.name).size() + suffix;
+    if (length <= kMax) return;
+    const std::string object = kind + " \"" +
+                               (meta.namespace_ == "default" ? "" : meta.namespace_ + "/") +
+                               meta.name + "\"";
+    throw netmodel::ClusterFileError(
+        file.origin, source.at("metadata.name"), object, "metadata.name", meta.name,
+        "too long for flatnet: its pods' network namespace names would have " +
+            std::to_string(length) + " characters, and at most " + std::to_string(kMax) +
+            " are possible");
+  };
+  for (std::size_t i = 0; i < file.pods.size(); ++i) {
+    check("Pod", file.pods[i].meta, file.pod_sources[i], 0);
+  }
+  for (std::size_t i = 0; i < file.deployments.size(); ++i) {
+    check("Deployment", file.deployments[i].meta, file.deployment_sources[i],
+          std::string("-0123456789-abcde").size());  // -<template hash>-<suffix>
+  }
+}
+
 std::string seconds_since(std::chrono::steady_clock::time_point start) {
   std::ostringstream text;
   text << std::fixed << std::setprecision(1)
@@ -263,7 +290,7 @@ int cmd_up(const std::vector<std::string>& args, bool apply) {
     } else {
       name = choose_cluster(parsed.vm);
     }
-    if (file.cluster && file.cluster->name != name) {
+    if (file.cluster && file.cluster->name != name && !parsed.vm.count("cluster")) {
       throw std::runtime_error(path + ": the Cluster document names cluster " + file.cluster->name +
                                ", not " + name);
     }
@@ -285,7 +312,7 @@ int cmd_up(const std::vector<std::string>& args, bool apply) {
   if (apply && !state.exists()) {
     throw std::runtime_error("cluster " + name + " is not running (flatnet up -f FILE)");
   }
-  state.lock();
+  state.lock(!apply);
   StoredCluster declared;
   if (apply) {
     auto stored = state.load();
@@ -324,6 +351,7 @@ int cmd_up(const std::vector<std::string>& args, bool apply) {
     declared.deployments = file.deployments;
   }
   netmodel::validate_against(file, declared.spec);
+  check_name_lengths(file, name);
 
   ConsoleReporter reporter;
   ApplyOptions apply_options;
@@ -367,7 +395,7 @@ int cmd_delete(const std::vector<std::string>& args) {
   ClusterState state(name);
   state.lock();
   auto stored = state.load();
-  if (!stored) throw std::runtime_error("cluster " + name + " has no state");
+  if (!stored) throw std::runtime_error("cluster " + name + " is not running (flatnet up -f FILE)");
   const auto [ns, object] = object_name(parsed.positional[1], parsed.vm);
   std::vector<std::string> evict;
   if (kind.rfind("po", 0) == 0) {
@@ -422,7 +450,7 @@ int cmd_scale(const std::vector<std::string>& args) {
   ClusterState state(name);
   state.lock();
   auto stored = state.load();
-  if (!stored) throw std::runtime_error("cluster " + name + " has no state");
+  if (!stored) throw std::runtime_error("cluster " + name + " is not running (flatnet up -f FILE)");
   const auto [ns, object] = object_name(parsed.positional[1], parsed.vm);
   auto it = std::find_if(stored->deployments.begin(), stored->deployments.end(),
                          [&](const netmodel::Deployment& d) {
@@ -459,6 +487,7 @@ int cmd_down(const std::vector<std::string>& args) {
       if (ns.rfind("flatnet-", 0) == 0 && ns.size() > 8 + suffix.size() &&
           ns.compare(ns.size() - suffix.size(), suffix.size(), suffix) == 0) {
         const std::string cluster = ns.substr(8, ns.size() - 8 - suffix.size());
+        if (!cluster_name_problem(cluster).empty()) continue;
         if (std::find(names.begin(), names.end(), cluster) == names.end()) names.push_back(cluster);
       }
     }
@@ -468,8 +497,23 @@ int cmd_down(const std::vector<std::string>& args) {
     }
   } else if (parsed.positional.size() == 1) {
     names = {parsed.positional.front()};
+    if (const std::string problem = cluster_name_problem(names.front()); !problem.empty()) {
+      throw UsageError("flatnet down: " + problem);
+    }
   } else if (parsed.positional.empty()) {
-    names = {choose_cluster(parsed.vm)};
+    const auto running = ClusterState::list();
+    if (running.empty()) {
+      std::cout << "no flatnet cluster to remove" << std::endl;
+      return 0;
+    }
+    if (running.size() > 1) {
+      std::string list;
+      for (const auto& name : running)
+        list += (list.empty() ? "" : ", ") + name;
+      throw UsageError("flatnet down: several clusters are running (" + list +
+                       "): name one, or use --all");
+    }
+    names = running;
   } else {
     throw UsageError("flatnet down: expected one cluster name");
   }
@@ -479,7 +523,11 @@ int cmd_down(const std::vector<std::string>& args) {
     std::optional<ClusterState> state;
     if (ClusterState(name).exists()) {
       state.emplace(name);
-      state->lock();
+      try {
+        state->lock();
+      } catch (const std::runtime_error&) {
+        // Removed meanwhile by another `down`: what is left (if anything) goes below.
+      }
     }
     ConsoleReporter reporter;
     const DownReport report = tear_down(name, reporter);
@@ -754,10 +802,11 @@ int cmd_check(const std::vector<std::string>& args) {
   for (const auto& pod : pods)
     not_running += pod.phase != PodPhase::running;
   if (not_running) {
-    std::cerr << "warning: " << not_running
-              << " pods are not running and were not checked (flatnet get pods)" << std::endl;
+    // The model cannot be proven for a pod that does not run: that is a failure too.
+    std::cerr << "error: " << count(not_running, "pod") << " not running, so not checked "
+              << "(flatnet get pods says why)" << std::endl;
   }
-  return report.passed() ? 0 : 1;
+  return report.passed() && not_running == 0 ? 0 : 1;
 }
 
 int cmd_graph(const std::vector<std::string>& args) {

@@ -158,16 +158,26 @@ bool add_address_once(Netlink& nl, int index, const IpPrefix& address) {
   }
 }
 
-// Runs `work(i)` for i in [0, count) on `threads` threads; collects nothing, stops nothing:
-// `work` reports its own failures.
+// Runs `work(i)` for i in [0, count) on `threads` threads. `work` reports its own failures; an
+// exception that escapes it anyway is rethrown after every item ran.
 void parallel_for(std::size_t count, std::size_t threads,
                   const std::function<void(std::size_t)>& work) {
   if (count == 0) return;
   threads = std::max<std::size_t>(1, std::min(threads, count));
   std::atomic<std::size_t> next{0};
+  std::mutex mutex;
+  std::exception_ptr first_error;
   auto run = [&] {
-    for (std::size_t i = next++; i < count; i = next++)
-      work(i);
+    for (std::size_t i = next++; i < count; i = next++) {
+      try {
+        work(i);
+      } catch (...) {
+        // Every item still runs; the first error is rethrown once all threads are joined (an
+        // exception escaping a thread would end the process).
+        std::lock_guard lock(mutex);
+        if (!first_error) first_error = std::current_exception();
+      }
+    }
   };
   std::vector<std::thread> pool;
   for (std::size_t t = 1; t < threads; ++t)
@@ -175,6 +185,7 @@ void parallel_for(std::size_t count, std::size_t threads,
   run();
   for (auto& thread : pool)
     thread.join();
+  if (first_error) std::rethrow_exception(first_error);
 }
 
 std::size_t default_parallelism() {
@@ -376,6 +387,7 @@ void Converger::ensure_node(const NodePlan& node) {
   // The pod bridge, there before the first pod so that the node's place in the pod network is
   // fixed (the CNI plugin puts the gateway address on it with the first pod).
   auto bridge = nl.find_link(kPodBridge);
+  const bool bridge_lost = !bridge && !created;
   if (!bridge) {
     // A MAC of its own: otherwise a bridge takes its lowest port's, which changes as pods come
     // and go, and the pods' permanent entries for their gateway would go stale.
@@ -384,7 +396,26 @@ void Converger::ensure_node(const NodePlan& node) {
   }
   if (!bridge->up()) {
     nl.set_up(bridge->index);
-    if (!created) repaired("node " + node.name + ": pod bridge " + kPodBridge + " was down");
+    if (!created && !bridge_lost) {
+      repaired("node " + node.name + ": pod bridge " + kPodBridge + " was down");
+    }
+  }
+  if (bridge_lost) {
+    // Deleted under a running node: made again with the pods' gateway, and every pod's veth
+    // (which the kernel detached) joined to it again.
+    add_address_once(nl, bridge->index, node.gateway);
+    std::size_t rejoined = 0;
+    for (const auto& pod : state_.pods()) {
+      if (pod.id.node != node.name || pod.host_veth.empty()) continue;
+      if (auto veth = nl.find_link(pod.host_veth)) {
+        nl.set_master(veth->index, bridge->index);
+        if (!veth->up()) nl.set_up(veth->index);
+        ++rejoined;
+      }
+    }
+    invalidate_neighbors(node.name);
+    repaired("node " + node.name + ": pod bridge " + kPodBridge + " was gone; made again with " +
+             std::to_string(rejoined) + " pod veths");
   }
 
   if (spec_.network == netmodel::Network::flat) {
@@ -482,8 +513,16 @@ void Converger::ensure_routes(const NodePlan& node) {
 void Converger::converge_pods(const StoredCluster& declared,
                               const std::vector<std::string>& evict) {
   std::vector<PodRecord> records = state_.pods();
+  // The links of every node, to find pods whose veth is gone.
+  std::map<std::string, std::set<std::string>> node_links;
+  for (const auto& [name, ns] : node_ns_) {
+    Netlink nl = Netlink::open(ns, netmodel::Enter::calling_thread);
+    for (const auto& link : nl.links())
+      node_links[name].insert(link.name);
+  }
   std::vector<PodRecord> running;
-  std::vector<PodRecord> stale;  // half-made (a crash), never placed, or evicted: made again
+  std::vector<PodRecord> pending;  // not placed yet: kept by name, placed again below
+  std::vector<PodRecord> stale;    // half-made (a crash), broken or evicted: removed
   for (auto& record : records) {
     const bool evicted = std::find(evict.begin(), evict.end(), record.key()) != evict.end();
     if (evicted && record.phase == PodPhase::running) {
@@ -492,16 +531,72 @@ void Converger::converge_pods(const StoredCluster& declared,
       reporter_.note("pod " + record.key() + " deleted");
       continue;
     }
-    if (record.phase == PodPhase::running && node_plan(record.id.node)) {
-      running.push_back(std::move(record));
-    } else {
-      stale.push_back(std::move(record));
+    if (record.phase == PodPhase::pending) {
+      pending.push_back(std::move(record));
+      continue;
     }
+    if (record.phase != PodPhase::running || !node_plan(record.id.node)) {
+      stale.push_back(std::move(record));
+      continue;
+    }
+    // A running pod whose namespace or veth disappeared is made again, as a kubelet recreates
+    // a pod sandbox that died.
+    std::string broken;
+    if (!fs::exists(NetNs::path_of(record.netns))) {
+      broken = "its network namespace " + record.netns + " was gone";
+    } else if (!record.host_veth.empty() && !node_links[record.id.node].count(record.host_veth)) {
+      broken = "its veth " + record.host_veth + " on node " + record.id.node + " was gone";
+    }
+    if (!broken.empty()) {
+      repaired("pod " + record.key() + ": " + broken + "; made again");
+      stale.push_back(std::move(record));
+      continue;
+    }
+    running.push_back(std::move(record));
   }
   std::vector<PodIdentity> identities;
   for (const auto& record : running)
     identities.push_back(record.id);
+  for (const auto& record : pending)
+    identities.push_back(record.id);
   PodChanges changes = reconcile_pods(declared.pods, declared.deployments, identities, random_);
+  // Pending pods that are still wanted are placed again under their own names.
+  for (const auto& record : pending) {
+    const bool unwanted =
+        std::any_of(changes.remove.begin(), changes.remove.end(), [&](const PodIdentity& id) {
+          return id.pod_namespace == record.id.pod_namespace && id.name == record.id.name;
+        });
+    if (unwanted) continue;
+    DesiredPod retry;
+    retry.owner = record.id.owner;
+    retry.template_hash = record.id.template_hash;
+    if (record.id.owner.empty()) {
+      for (const auto& pod : declared.pods) {
+        if (pod.meta.namespace_ == record.id.pod_namespace && pod.meta.name == record.id.name) {
+          retry.pod = pod;
+        }
+      }
+    } else {
+      for (const auto& deployment : declared.deployments) {
+        if (deployment.meta.namespace_ + "/" + deployment.meta.name != record.id.owner) continue;
+        retry.pod.meta = deployment.template_.meta;
+        retry.pod.meta.namespace_ = record.id.pod_namespace;
+        retry.pod.meta.name = record.id.name;
+        retry.pod.meta.labels["pod-template-hash"] = record.id.template_hash;
+        retry.pod.spec = deployment.template_.spec;
+      }
+    }
+    if (retry.pod.meta.name.empty()) continue;  // its object is gone: removed below
+    changes.create.push_back(std::move(retry));
+  }
+  for (auto& record : pending) {
+    const bool retried =
+        std::any_of(changes.create.begin(), changes.create.end(), [&](const DesiredPod& d) {
+          return d.pod.meta.namespace_ == record.id.pod_namespace &&
+                 d.pod.meta.name == record.id.name;
+        });
+    if (!retried) stale.push_back(std::move(record));  // a pending pod no longer wanted
+  }
 
   // Removals first: they free room on the nodes.
   std::vector<PodRecord> removals = std::move(stale);
@@ -618,7 +713,6 @@ void Converger::create_pod(PodRecord& record, const DesiredPod& desired) {
                      {"K8S_POD_INFRA_CONTAINER_ID", record.container_id},
                      {"K8S_POD_UID", record.uid}};
   cni::Runtime runtime(tools_.cni_path, &node_ns);
-  bool attached = false;
   try {
     state_.save_pod(record);  // before the namespace exists: `down` must find it
     std::optional<NetNs> ns;
@@ -626,12 +720,14 @@ void Converger::create_pod(PodRecord& record, const DesiredPod& desired) {
       ns = NetNs::create(record.netns, true, netmodel::Enter::calling_thread);
     } catch (const std::system_error& e) {
       if (!netmodel::is_errno(e, EEXIST)) throw;
-      NetNs::remove(record.netns);  // left by a crash: nothing of ours can still be in it
+      // Left by a crash of an earlier run making this very pod (the record said so, or the
+      // namespace could not exist: names are unique per pod): whatever runs there goes.
+      terminate_all(processes_in({record.netns}));
+      NetNs::remove(record.netns);
       ns = NetNs::create(record.netns, true, netmodel::Enter::calling_thread);
     }
     disable_ipv6(*ns, netmodel::Enter::calling_thread);
     const json raw = runtime.add(conflist, attachment);
-    attached = true;
     const cni::Result result = cni::parse_result(raw);
     record.cni_result = raw;
     record.host_veth = host_veth_of(result);
@@ -640,16 +736,19 @@ void Converger::create_pod(PodRecord& record, const DesiredPod& desired) {
     record.phase = PodPhase::running;
     state_.save_pod(record);
   } catch (const std::exception& e) {
-    // Roll back whatever this pod got, so that the next converge starts clean.
-    terminate_workload(record.workload);
-    if (attached) {
+    // Roll back whatever this pod got, so that the next converge starts clean. DEL runs even
+    // when ADD failed: a plugin that died halfway may hold an address (DEL is idempotent).
+    auto quietly = [](const auto& step) {
       try {
-        runtime.del(conflist, attachment, record.cni_result);
+        step();
       } catch (const std::exception&) {
       }
-    }
-    NetNs::remove(record.netns);
-    state_.remove_pod(record);
+    };
+    quietly([&] { terminate_workload(record.workload); });
+    quietly([&] { runtime.del(conflist, attachment, record.cni_result); });
+    quietly([&] { terminate_all(processes_in({record.netns})); });
+    quietly([&] { NetNs::remove(record.netns); });
+    quietly([&] { state_.remove_pod(record); });
     record.phase = PodPhase::failed;
     fail("pod " + record.key() + " on node " + record.id.node + ": " + e.what());
   }
@@ -657,6 +756,10 @@ void Converger::create_pod(PodRecord& record, const DesiredPod& desired) {
 
 void Converger::remove_pod(const PodRecord& record) {
   terminate_workload(record.workload);
+  if (record.phase != PodPhase::running) {
+    // A record left halfway (a crash) may not know its workload's pid: find what runs inside.
+    terminate_all(processes_in({record.netns}));
+  }
   auto node = node_ns_.find(record.id.node);
   if (node != node_ns_.end() && conflists_.count(record.id.node) &&
       record.phase != PodPhase::pending) {
@@ -678,7 +781,13 @@ void Converger::remove_pod(const PodRecord& record) {
       reporter_.warn("pod " + record.key() + ": CNI DEL: " + e.what());
     }
   }
-  NetNs::remove(record.netns);
+  try {
+    NetNs::remove(record.netns);
+  } catch (const std::exception& e) {
+    // Kept: the record lets the next converge (or `down`) try again.
+    fail("pod " + record.key() + ": " + e.what());
+    return;
+  }
   state_.remove_pod(record);
 }
 
@@ -694,20 +803,6 @@ void Converger::restart_workload(PodRecord& record) {
   } catch (const std::exception& e) {
     fail("pod " + record.key() + ": restart workload: " + e.what());
   }
-}
-
-// The pod's MAC, from its CNI result (the interface inside the pod's namespace).
-std::optional<netmodel::MacAddress> pod_mac(const PodRecord& pod) {
-  if (pod.cni_result.is_null()) return std::nullopt;
-  try {
-    for (const auto& interface : cni::parse_result(pod.cni_result).interfaces) {
-      if (!interface.sandbox.empty() && !interface.mac.empty()) {
-        return netmodel::MacAddress::parse(interface.mac);
-      }
-    }
-  } catch (const std::exception&) {
-  }
-  return std::nullopt;
 }
 
 // Makes the permanent entries of `ns`'s link `index` exactly `wanted` (by address): replaced
@@ -862,12 +957,16 @@ void Converger::repair_pod_links(const std::vector<PodRecord>& pods) {
     std::map<std::string, netmodel::LinkInfo> links;
     for (auto& link : nl.links())
       links[link.name] = link;
+    const auto bridge = links.find(kPodBridge);
     for (const PodRecord* pod : on_node) {
       auto link = links.find(pod->host_veth);
-      if (link == links.end()) {
-        fail("pod " + pod->key() + ": its veth " + pod->host_veth + " on node " + node +
-             " is gone (flatnet delete pod " + pod->key() + " makes it again)");
-      } else if (!link->second.up()) {
+      if (link == links.end()) continue;  // a pod without its veth is made again instead
+      if (bridge != links.end() && link->second.master != bridge->second.index) {
+        nl.set_master(link->second.index, bridge->second.index);
+        repaired("pod " + pod->key() + ": veth " + pod->host_veth + " on node " + node +
+                 " had left the pod bridge");
+      }
+      if (!link->second.up()) {
         nl.set_up(link->second.index);
         repaired("pod " + pod->key() + ": veth " + pod->host_veth + " on node " + node +
                  " was down");
@@ -943,64 +1042,31 @@ ApplyReport Cluster::converge(StoredCluster declared, const std::vector<std::str
 
 // --- down ---
 
-namespace {
-
-// The inode of a network namespace, as /proc/PID/ns/net names it ("net:[INODE]").
-std::optional<ino_t> netns_inode(const fs::path& path) {
-  struct stat info {};
-  if (::stat(path.c_str(), &info) != 0) return std::nullopt;
-  return info.st_ino;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 DownReport tear_down(const std::string& name, Reporter& reporter) {
-  DownReport report;
-  // The namespaces: every flatnet-<name>-* name, except those of another cluster whose own
-  // prefix extends ours (cluster "a-b" beside cluster "a").
-  const std::string prefix = netns_prefix(name);
-  std::vector<std::string> others;
-  for (const auto& other : ClusterState::list()) {
-    const std::string other_prefix = netns_prefix(other);
-    if (other != name && other_prefix.rfind(prefix, 0) == 0) others.push_back(other_prefix);
+  if (const std::string problem = cluster_name_problem(name); !problem.empty()) {
+    throw std::invalid_argument("invalid cluster name: " + problem);
   }
+  DownReport report;
+  // The namespaces: exactly the names a cluster of this name has (owns_netns).
   std::vector<std::string> pods, nodes, fabric;
   for (const auto& ns : NetNs::list_named()) {
-    if (ns.rfind(prefix, 0) != 0) continue;
-    if (std::any_of(others.begin(), others.end(),
-                    [&](const std::string& p) { return ns.rfind(p, 0) == 0; })) {
-      continue;
-    }
-    if (ns.rfind(prefix + "pod-", 0) == 0) {
-      pods.push_back(ns);
-    } else if (ns == fabric_netns(name)) {
+    if (!owns_netns(name, ns)) continue;
+    if (ns == fabric_netns(name)) {
       fabric.push_back(ns);
+    } else if (ns.rfind(netns_prefix(name) + "pod.", 0) == 0) {
+      pods.push_back(ns);
     } else {
       nodes.push_back(ns);
     }
   }
 
   // Every process inside one of them: the workloads, and whatever `flatnet exec` left running.
-  std::set<ino_t> inodes;
-  for (const auto* group : {&pods, &nodes, &fabric}) {
-    for (const auto& ns : *group) {
-      if (auto inode = netns_inode(NetNs::path_of(ns))) inodes.insert(*inode);
-    }
-  }
-  std::vector<ProcessRef> processes;
-  if (!inodes.empty()) {
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator("/proc", ec)) {
-      const std::string pid_text = entry.path().filename().string();
-      if (pid_text.empty() || !std::all_of(pid_text.begin(), pid_text.end(), ::isdigit)) continue;
-      auto inode = netns_inode(entry.path() / "ns" / "net");
-      if (!inode || !inodes.count(*inode)) continue;
-      const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
-      if (pid == ::getpid()) continue;
-      if (auto start = process_start_time(pid)) processes.push_back({pid, *start});
-    }
-  }
-  report.processes = terminate_all(processes);
+  std::vector<std::string> all = pods;
+  all.insert(all.end(), nodes.begin(), nodes.end());
+  all.insert(all.end(), fabric.begin(), fabric.end());
+  report.processes = terminate_all(processes_in(all));
 
   // Pods first, then nodes, then the fabric: each group's names removed by several threads, since
   // each unmount waits for the kernel (an RCU grace period) more than it works.

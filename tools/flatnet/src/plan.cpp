@@ -20,13 +20,28 @@ std::string fabric_netns(const std::string& cluster) {
   return netns_prefix(cluster) + "fabric";
 }
 std::string node_netns(const std::string& cluster, const std::string& node) {
-  return netns_prefix(cluster) + node;
+  return netns_prefix(cluster) + "node." + node;
 }
 std::string pod_netns(const std::string& cluster, const std::string& pod_namespace,
                       const std::string& pod) {
-  std::string name = netns_prefix(cluster) + "pod-" + pod;
-  if (pod_namespace != "default") name += "." + pod_namespace;
-  return name;
+  return netns_prefix(cluster) + "pod." + pod_namespace + "." + pod;
+}
+bool owns_netns(const std::string& cluster, const std::string& netns) {
+  const std::string prefix = netns_prefix(cluster);
+  if (netns.rfind(prefix, 0) != 0) return false;
+  const std::string rest = netns.substr(prefix.size());
+  return rest == "fabric" || rest.rfind("node.", 0) == 0 || rest.rfind("pod.", 0) == 0;
+}
+std::string cluster_name_problem(const std::string& name) {
+  if (name.empty()) return "a cluster name may not be empty";
+  if (std::string problem = netmodel::dns1123_label_problem(name); !problem.empty()) {
+    return problem;
+  }
+  if (name.size() > ClusterSpec::kMaxNameLength) {
+    return "\"" + name + "\" is longer than " + std::to_string(ClusterSpec::kMaxNameLength) +
+           " characters";
+  }
+  return "";
 }
 std::string pod_key(const std::string& pod_namespace, const std::string& pod) {
   return pod_namespace == "default" ? pod : pod_namespace + "/" + pod;
@@ -206,7 +221,10 @@ PodChanges reconcile_pods(const std::vector<netmodel::Pod>& pods,
     const std::string hash = netmodel::pod_template_hash(deployment.template_);
     std::vector<const PodIdentity*> current_template;
     for (const PodIdentity* pod : by_owner[owner]) {
-      if (pod->template_hash == hash) {
+      if (declared.count({pod->pod_namespace, pod->name})) {
+        // A standalone pod of the same name is declared: it takes the name, this one goes.
+        changes.remove.push_back(*pod);
+      } else if (pod->template_hash == hash) {
         current_template.push_back(pod);
       } else {
         changes.remove.push_back(*pod);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "flatnet/cni/types.hpp"
 #include "flatnet/netmodel/error.hpp"
 
 namespace flatnet::emulator {
@@ -178,10 +180,28 @@ PodRecord pod_record_from_json(const json& j) {
   return pod;
 }
 
+std::optional<netmodel::MacAddress> pod_mac(const PodRecord& pod) {
+  if (pod.cni_result.is_null()) return std::nullopt;
+  try {
+    for (const auto& interface : cni::parse_result(pod.cni_result).interfaces) {
+      if (!interface.sandbox.empty() && !interface.mac.empty()) {
+        return netmodel::MacAddress::parse(interface.mac);
+      }
+    }
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
 // --- the state directory ---
 
 ClusterState::ClusterState(std::string cluster)
-    : cluster_(std::move(cluster)), dir_(fs::path(kRoot) / cluster_) {}
+    : cluster_(std::move(cluster)), dir_(fs::path(kRoot) / cluster_) {
+  // The name becomes a path under /run/flatnet: nothing but a valid cluster name may.
+  if (const std::string problem = cluster_name_problem(cluster_); !problem.empty()) {
+    throw std::invalid_argument("invalid cluster name: " + problem);
+  }
+}
 
 ClusterState::~ClusterState() {
   if (lock_fd_ >= 0) ::close(lock_fd_);
@@ -196,7 +216,8 @@ std::vector<std::string> ClusterState::list() {
   std::vector<std::string> names;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(kRoot, ec)) {
-    if (entry.is_directory(ec)) names.push_back(entry.path().filename().string());
+    const std::string name = entry.path().filename().string();
+    if (entry.is_directory(ec) && cluster_name_problem(name).empty()) names.push_back(name);
   }
   std::sort(names.begin(), names.end());
   return names;
@@ -210,16 +231,41 @@ void ClusterState::create() {
   }
 }
 
-void ClusterState::lock() {
+void ClusterState::lock(bool create_cluster) {
   if (lock_fd_ >= 0) return;
-  create();
   const fs::path path = dir_ / "lock";
-  lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (lock_fd_ < 0) throw_errno(errno, "open " + netmodel::quote(path.string()));
-  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) == 0) return;
-  std::cerr << "waiting for another flatnet command on cluster " << cluster_ << "...\n";
-  while (::flock(lock_fd_, LOCK_EX) != 0) {
-    if (errno != EINTR) throw_errno(errno, "lock " + netmodel::quote(path.string()));
+  bool said = false;
+  for (;;) {
+    if (create_cluster) create();
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      if (errno == ENOENT && !create_cluster) {
+        throw std::runtime_error("cluster " + cluster_ + " is not running (flatnet up -f FILE)");
+      }
+      throw_errno(errno, "open " + netmodel::quote(path.string()));
+    }
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      if (!said)
+        std::cerr << "waiting for another flatnet command on cluster " << cluster_ << "...\n";
+      said = true;
+      while (::flock(fd, LOCK_EX) != 0) {
+        if (errno != EINTR) {
+          const int err = errno;
+          ::close(fd);
+          throw_errno(err, "lock " + netmodel::quote(path.string()));
+        }
+      }
+    }
+    // `down` removes the directory, lock file included, while it holds the lock: a lock taken
+    // on a file that is no longer there guards nothing. Try again on the current one.
+    struct stat held {
+    }, current{};
+    if (::fstat(fd, &held) == 0 && ::stat(path.c_str(), &current) == 0 &&
+        held.st_dev == current.st_dev && held.st_ino == current.st_ino) {
+      lock_fd_ = fd;
+      return;
+    }
+    ::close(fd);
   }
 }
 
@@ -315,6 +361,9 @@ fs::path ClusterState::log_path(const PodRecord& pod) const {
 }
 
 void ClusterState::remove() const {
+  if (dir_.parent_path() != fs::path(kRoot) || cluster_.empty()) {
+    throw std::logic_error("refusing to remove " + netmodel::quote(dir_.string()));
+  }
   std::error_code ec;
   fs::remove_all(dir_, ec);
   if (ec) throw_errno(ec.value(), "remove " + netmodel::quote(dir_.string()));

@@ -4,11 +4,15 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "flatnet/netmodel/error.hpp"
@@ -82,7 +86,12 @@ ProcessRef start_workload(const netmodel::NetNs& ns, const PodRecord& pod,
   if (pid == 0) {
     // The child: only system calls until exec, as a container runtime's child does them.
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (::setns(ns.fd(), CLONE_NEWNET) != 0) ::_exit(126);
+    if (::setns(ns.fd(), CLONE_NEWNET) != 0) {
+      // Said on the readiness pipe, which the parent shows in its error.
+      static constexpr char kSetnsFailed[] = "setns into the pod's namespace failed\n";
+      [[maybe_unused]] ssize_t ignored = ::write(ready[1], kSetnsFailed, sizeof kSetnsFailed - 1);
+      ::_exit(126);
+    }
     const int null = ::open("/dev/null", O_RDONLY);
     if (null < 0 || ::dup2(null, 0) < 0 || ::dup2(log_fd, 1) < 0 || ::dup2(log_fd, 2) < 0 ||
         ::dup2(ready[1], 3) < 0) {
@@ -122,7 +131,9 @@ ProcessRef start_workload(const netmodel::NetNs& ns, const PodRecord& pod,
   if (auto start = process_start_time(pid)) process.start_time = *start;
   if (answer.rfind("ready", 0) == 0 && process.start_time) return process;
 
-  const std::string why = exited ? "exited before it was ready" : "was not ready in time";
+  const std::string why = !answer.empty() && answer.rfind("ready", 0) != 0
+                              ? "could not start: " + answer.substr(0, answer.find('\n'))
+                              : (exited ? "exited before it was ready" : "was not ready in time");
   if (!exited) {
     ::kill(pid, SIGKILL);
   }
@@ -130,6 +141,36 @@ ProcessRef start_workload(const netmodel::NetNs& ns, const PodRecord& pod,
   const std::string tail = log_tail(log);
   throw std::runtime_error("workload " + args[0] + " " + why +
                            (tail.empty() ? "" : " (its log: " + tail + ")"));
+}
+
+std::vector<ProcessRef> processes_in(const std::vector<std::string>& netns_names) {
+  // nsfs files: a namespace is one (device, inode) pair wherever it is seen from.
+  constexpr unsigned long kNsfsMagic = 0x6e736673;
+  std::set<std::pair<dev_t, ino_t>> wanted;
+  for (const auto& name : netns_names) {
+    const auto path = netmodel::NetNs::path_of(name);
+    struct statfs fs_info {};
+    struct stat info {};
+    if (::statfs(path.c_str(), &fs_info) != 0 ||
+        static_cast<unsigned long>(fs_info.f_type) != kNsfsMagic) {
+      continue;  // not mounted: a placeholder left by a crash, or gone
+    }
+    if (::stat(path.c_str(), &info) == 0) wanted.insert({info.st_dev, info.st_ino});
+  }
+  std::vector<ProcessRef> found;
+  if (wanted.empty()) return found;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string pid_text = entry.path().filename().string();
+    if (pid_text.empty() || !std::all_of(pid_text.begin(), pid_text.end(), ::isdigit)) continue;
+    struct stat info {};
+    if (::stat((entry.path() / "ns" / "net").c_str(), &info) != 0) continue;
+    if (!wanted.count({info.st_dev, info.st_ino})) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid == ::getpid()) continue;
+    if (auto start = process_start_time(pid)) found.push_back({pid, *start});
+  }
+  return found;
 }
 
 std::size_t terminate_all(const std::vector<ProcessRef>& processes,

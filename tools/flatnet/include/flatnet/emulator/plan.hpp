@@ -19,14 +19,20 @@
 namespace flatnet::emulator {
 
 // --- names ---
-// Namespaces: flatnet-<cluster>-fabric, flatnet-<cluster>-<node>, flatnet-<cluster>-pod-<pod>
-// (flatnet-<cluster>-pod-<pod>.<namespace> outside the "default" namespace), so that `ip netns
-// list` groups them by cluster and `ip netns exec` works on them.
+// Namespaces: flatnet-<cluster>-fabric, flatnet-<cluster>-node.<node> and
+// flatnet-<cluster>-pod.<namespace>.<pod>, so that `ip netns list` groups them by cluster and
+// `ip netns exec` works on them. The dots make every name unambiguous: cluster, node and
+// namespace names are DNS labels, which hold none, so no name of cluster "a" can be a name of
+// cluster "a-pod", and no node's name can be a pod's.
 std::string netns_prefix(const std::string& cluster);
 std::string fabric_netns(const std::string& cluster);
 std::string node_netns(const std::string& cluster, const std::string& node);
 std::string pod_netns(const std::string& cluster, const std::string& pod_namespace,
                       const std::string& pod);
+// Whether `netns` is one of the names above for `cluster`.
+bool owns_netns(const std::string& cluster, const std::string& netns);
+// "" for a valid cluster name (a DNS label of at most 32 characters), else why not.
+std::string cluster_name_problem(const std::string& name);
 // "web-7d9c4b8f6d-x2kqp" or "team-a/web-7d9c4b8f6d-x2kqp": how pods are named in messages and
 // what `flatnet delete pod` accepts.
 std::string pod_key(const std::string& pod_namespace, const std::string& pod);

@@ -72,6 +72,8 @@ class ClusterState {
  public:
   static constexpr const char* kRoot = "/run/flatnet";
 
+  // Throws std::invalid_argument unless `cluster` is a valid cluster name (cluster_name_problem):
+  // the name becomes a path, and nothing else may.
   explicit ClusterState(std::string cluster);
 
   const std::string& cluster() const { return cluster_; }
@@ -83,8 +85,9 @@ class ClusterState {
   // Creates the directory tree (idempotent).
   void create();
   // Takes the cluster's lock for this object's lifetime (blocking while another command holds
-  // it); says so on stderr when it has to wait.
-  void lock();
+  // it); says so on stderr when it has to wait. With `create_cluster` the state directory is made
+  // when missing (up); without, a cluster that is not (or no longer) running is an error.
+  void lock(bool create_cluster = false);
 
   std::optional<StoredCluster> load() const;
   void save(const StoredCluster& cluster) const;
@@ -116,6 +119,9 @@ class ClusterState {
 
 // Writes `text` to `path` atomically (a temporary beside it, then rename).
 void write_file_atomically(const std::filesystem::path& path, const std::string& text);
+
+// The MAC of the pod's interface, from its CNI result (the interface inside its namespace).
+std::optional<netmodel::MacAddress> pod_mac(const PodRecord& pod);
 
 nlohmann::json to_json(const PodRecord& pod);
 PodRecord pod_record_from_json(const nlohmann::json& json);

@@ -23,6 +23,11 @@ ProcessRef start_workload(const netmodel::NetNs& ns, const PodRecord& pod,
                           const std::string& netexec, const std::filesystem::path& log,
                           std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
 
+// Every process (but this one) whose network namespace is one of the named ones, matched by the
+// namespace's device and inode as /proc/PID/ns/net shows them. Names that are not mounted
+// namespaces match nothing.
+std::vector<ProcessRef> processes_in(const std::vector<std::string>& netns_names);
+
 // SIGTERM, then SIGKILL after `grace`; does nothing when the process is gone (or the pid now
 // belongs to another process). Reaps it when it is a child of ours.
 void terminate_workload(const ProcessRef& process,
