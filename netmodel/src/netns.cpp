@@ -134,7 +134,8 @@ void NetNs::validate_name(std::string_view name) {
   }
 }
 
-NetNs NetNs::create(std::string_view name, bool loopback_up, Enter how) {
+NetNs NetNs::create(std::string_view name, bool loopback_up, Enter how,
+                    const std::function<void()>& setup) {
   validate_name(name);
   prepare_run_dir();
   const std::filesystem::path path = path_of(name);
@@ -172,13 +173,14 @@ NetNs NetNs::create(std::string_view name, bool loopback_up, Enter how) {
       step = "bind mount";
       return;
     }
-    if (loopback_up) {
-      try {
+    try {
+      if (loopback_up) {
         Netlink netlink = Netlink::open();
         netlink.set_up(netlink.link("lo").index);
-      } catch (const std::exception& e) {
-        loopback_error = e.what();
       }
+      if (setup) setup();
+    } catch (const std::exception& e) {
+      loopback_error = e.what();
     }
   };
   if (how == Enter::dedicated_thread) {

@@ -135,6 +135,13 @@ void disable_ipv6(const NetNs& ns, netmodel::Enter how) {
   netmodel::write_sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1", how);
 }
 
+// The same for a namespace being made, from inside it: only `default` (its one link, lo, keeps
+// ::1, which costs nothing), because writing `all` walks every link under the kernel's RTNL lock.
+void disable_ipv6_here() {
+  netmodel::write_sysctl(NetNs::current(), "net.ipv6.conf.default.disable_ipv6", "1",
+                         netmodel::Enter::calling_thread);
+}
+
 NetNs open_or_create(const std::string& name, bool& created) {
   created = false;
   try {
@@ -232,7 +239,9 @@ class Converger {
   void restart_workload(PodRecord& record);
   void wait_until_answering(std::vector<PodRecord>& pods);
   void repair_pod_links(const std::vector<PodRecord>& pods);
-  void sync_neighbors(const std::vector<PodRecord>& pods, const std::set<std::string>& changed);
+  // `fresh`: keys of the pods made by this converge (their links have no entries yet).
+  void sync_neighbors(const std::vector<PodRecord>& pods, const std::set<std::string>& changed,
+                      const std::set<std::string>& fresh);
   // Drift put right: counted and said.
   void repaired(const std::string& what) {
     std::lock_guard lock(mutex_);
@@ -695,7 +704,10 @@ void Converger::converge_pods(const StoredCluster& declared,
   }
   std::vector<PodRecord> all = kept;
   all.insert(all.end(), fresh.begin(), fresh.end());
-  sync_neighbors(all, changed_nodes);
+  std::set<std::string> fresh_keys;
+  for (const auto& record : fresh)
+    fresh_keys.insert(record.key());
+  sync_neighbors(all, changed_nodes, fresh_keys);
   wait_until_answering(fresh);
 }
 
@@ -717,16 +729,15 @@ void Converger::create_pod(PodRecord& record, const DesiredPod& desired) {
     state_.save_pod(record);  // before the namespace exists: `down` must find it
     std::optional<NetNs> ns;
     try {
-      ns = NetNs::create(record.netns, true, netmodel::Enter::calling_thread);
+      ns = NetNs::create(record.netns, true, netmodel::Enter::calling_thread, disable_ipv6_here);
     } catch (const std::system_error& e) {
       if (!netmodel::is_errno(e, EEXIST)) throw;
       // Left by a crash of an earlier run making this very pod (the record said so, or the
       // namespace could not exist: names are unique per pod): whatever runs there goes.
       terminate_all(processes_in({record.netns}));
       NetNs::remove(record.netns);
-      ns = NetNs::create(record.netns, true, netmodel::Enter::calling_thread);
+      ns = NetNs::create(record.netns, true, netmodel::Enter::calling_thread, disable_ipv6_here);
     }
-    disable_ipv6(*ns, netmodel::Enter::calling_thread);
     const json raw = runtime.add(conflist, attachment);
     const cni::Result result = cni::parse_result(raw);
     record.cni_result = raw;
@@ -807,11 +818,17 @@ void Converger::restart_workload(PodRecord& record) {
 
 // Makes the permanent entries of `ns`'s link `index` exactly `wanted` (by address): replaced
 // when present, added when missing, other permanent entries on that link deleted.
-void make_permanent_entries(Netlink& nl, int index, std::vector<netmodel::NeighborInfo> wanted) {
+// `prune` false skips looking for others: a link made moments ago has none.
+void make_permanent_entries(Netlink& nl, int index, std::vector<netmodel::NeighborInfo> wanted,
+                            bool prune = true) {
   std::set<netmodel::IpAddress> keep;
   for (auto& entry : wanted) {
     entry.index = index;
     keep.insert(entry.address);
+  }
+  if (!prune) {
+    nl.set_permanent_neighbors(wanted);
+    return;
   }
   for (const auto& entry : nl.neighbors(index, netmodel::Family::v4)) {
     if ((entry.state & NUD_PERMANENT) && !keep.count(entry.address)) {
@@ -828,7 +845,8 @@ void make_permanent_entries(Netlink& nl, int index, std::vector<netmodel::Neighb
 // capped by gc_thresh3 (1024 by default, a host setting flatnet must not change), while a
 // thousand pods need several thousand entries; permanent entries are exempt from that cap.
 void Converger::sync_neighbors(const std::vector<PodRecord>& pods,
-                               const std::set<std::string>& changed) {
+                               const std::set<std::string>& changed,
+                               const std::set<std::string>& fresh) {
   const bool flat = spec_.network == netmodel::Network::flat;
   // Flat mode would need every pod in every pod (n squared entries): up to this many pods.
   constexpr std::size_t kFlatMeshLimit = 400;
@@ -927,7 +945,7 @@ void Converger::sync_neighbors(const std::vector<PodRecord>& pods,
       }
       NetNs ns = NetNs::open_named(pod.netns);
       Netlink nl = Netlink::open(ns, netmodel::Enter::calling_thread);
-      make_permanent_entries(nl, nl.link("eth0").index, entries);
+      make_permanent_entries(nl, nl.link("eth0").index, entries, !fresh.count(pod.key()));
     } catch (const std::exception& e) {
       fail("pod " + pod.key() + ": neighbour entries: " + e.what());
       std::lock_guard lock(mutex_);

@@ -54,9 +54,11 @@ class NetNs {
   // /run/netns bind-mounted over a fresh namespace, /run/netns being a shared mount point.
   // Its loopback is brought up when `loopback_up` is set (ip netns add leaves it down).
   // Throws std::system_error with EEXIST when the name is taken; a failure leaves no file behind.
-  // `how` says which thread unshares into the new namespace (see Enter below).
+  // `how` says which thread unshares into the new namespace (see Enter above). `setup`, when
+  // given, runs inside the new namespace on that thread before the name is handed out (sysctls,
+  // say, without entering the namespace again); what it throws fails the creation.
   static NetNs create(std::string_view name, bool loopback_up = true,
-                      Enter how = Enter::dedicated_thread);
+                      Enter how = Enter::dedicated_thread, const std::function<void()>& setup = {});
   // Removes the name NAME (unmount and unlink, as `ip netns delete`). Returns false when there
   // was nothing to remove. See the lifetime note above for what happens to the namespace.
   static bool remove(std::string_view name);
