@@ -154,6 +154,23 @@ std::string choose_cluster(const po::variables_map& vm) {
   return names.front();
 }
 
+// -o: "" (a table), "wide" or "json".
+std::string output_format(const std::string& verb, const po::variables_map& vm) {
+  const std::string output = vm["output"].as<std::string>();
+  if (output != "" && output != "wide" && output != "json") {
+    throw UsageError("flatnet " + verb + ": -o " + output + " is not wide or json");
+  }
+  return output;
+}
+
+StoredCluster load_running(const ClusterState& state) {
+  auto stored = state.load();
+  if (!stored) {
+    throw std::runtime_error("cluster " + state.cluster() + " is not running (flatnet up -f FILE)");
+  }
+  return *stored;
+}
+
 netmodel::ClusterFile read_file(const std::string& path) {
   netmodel::ClusterFile file = netmodel::load_cluster_file(path);
   for (const auto& warning : file.warnings)
@@ -315,9 +332,7 @@ int cmd_up(const std::vector<std::string>& args, bool apply) {
   state.lock(!apply);
   StoredCluster declared;
   if (apply) {
-    auto stored = state.load();
-    if (!stored) throw std::runtime_error("cluster " + name + " has no state (flatnet up -f FILE)");
-    declared = *stored;
+    declared = load_running(state);
     if (file.cluster) {
       declared.spec = *file.cluster;
       declared.spec.name = name;
@@ -394,8 +409,8 @@ int cmd_delete(const std::vector<std::string>& args) {
   const std::string name = choose_cluster(parsed.vm);
   ClusterState state(name);
   state.lock();
-  auto stored = state.load();
-  if (!stored) throw std::runtime_error("cluster " + name + " is not running (flatnet up -f FILE)");
+  StoredCluster stored_cluster = load_running(state);
+  StoredCluster* stored = &stored_cluster;
   const auto [ns, object] = object_name(parsed.positional[1], parsed.vm);
   std::vector<std::string> evict;
   if (kind.rfind("po", 0) == 0) {
@@ -449,8 +464,8 @@ int cmd_scale(const std::vector<std::string>& args) {
   const std::string name = choose_cluster(parsed.vm);
   ClusterState state(name);
   state.lock();
-  auto stored = state.load();
-  if (!stored) throw std::runtime_error("cluster " + name + " is not running (flatnet up -f FILE)");
+  StoredCluster stored_cluster = load_running(state);
+  StoredCluster* stored = &stored_cluster;
   const auto [ns, object] = object_name(parsed.positional[1], parsed.vm);
   auto it = std::find_if(stored->deployments.begin(), stored->deployments.end(),
                          [&](const netmodel::Deployment& d) {
@@ -596,15 +611,12 @@ int cmd_get(const std::vector<std::string>& args) {
                       "pods as kubectl does.");
   if (parsed.positional.size() != 1) throw UsageError("flatnet get: expected nodes or pods");
   const std::string what = parsed.positional.front();
-  const std::string output = parsed.vm["output"].as<std::string>();
-  if (output != "" && output != "wide" && output != "json") {
-    throw UsageError("flatnet get: -o " + output + " is not wide or json");
-  }
+  const std::string output = output_format("get", parsed.vm);
   require_root();
   const std::string name = choose_cluster(parsed.vm);
   ClusterState state(name);
-  auto stored = state.load();
-  if (!stored) throw std::runtime_error("cluster " + name + " has no state");
+  const StoredCluster stored_cluster = load_running(state);
+  const StoredCluster* stored = &stored_cluster;
   const auto nodes = nodes_of(*stored);
   const auto pods = state.pods();
   if (what == "nodes" || what == "node" || what == "no") {
@@ -720,8 +732,8 @@ int cmd_exec(const std::vector<std::string>& args) {
   require_root();
   const std::string name = choose_cluster(parsed.vm);
   ClusterState state(name);
-  auto stored = state.load();
-  if (!stored) throw std::runtime_error("cluster " + name + " has no state");
+  const StoredCluster stored_cluster = load_running(state);
+  const StoredCluster* stored = &stored_cluster;
   const auto [ns, object] = object_name(parsed.positional.front(), parsed.vm);
   std::string netns;
   if (auto pod = state.pod(ns, object)) {
@@ -770,15 +782,12 @@ int cmd_check(const std::vector<std::string>& args) {
   if (!parsed.positional.empty()) {
     throw UsageError("flatnet check: unexpected argument " + parsed.positional.front());
   }
-  const std::string output = parsed.vm["output"].as<std::string>();
-  if (output != "" && output != "wide" && output != "json") {
-    throw UsageError("flatnet check: -o " + output + " is not wide or json");
-  }
+  const std::string output = output_format("check", parsed.vm);
   require_root();
   const std::string name = choose_cluster(parsed.vm);
   ClusterState state(name);
-  auto stored = state.load();
-  if (!stored) throw std::runtime_error("cluster " + name + " has no state");
+  const StoredCluster stored_cluster = load_running(state);
+  const StoredCluster* stored = &stored_cluster;
   CheckOptions check_options;
   check_options.timeout = std::chrono::milliseconds(parsed.vm["timeout"].as<unsigned>());
   check_options.udp = !parsed.vm.count("no-udp");
@@ -822,8 +831,8 @@ int cmd_graph(const std::vector<std::string>& args) {
   require_root();
   const std::string name = choose_cluster(parsed.vm);
   ClusterState state(name);
-  auto stored = state.load();
-  if (!stored) throw std::runtime_error("cluster " + name + " has no state");
+  const StoredCluster stored_cluster = load_running(state);
+  const StoredCluster* stored = &stored_cluster;
   const std::string dot = cluster_graph(*stored, nodes_of(*stored), state.pods());
   const std::string path = parsed.vm["output"].as<std::string>();
   if (path == "-") {

@@ -211,6 +211,21 @@ std::string host_veth_of(const cni::Result& result) {
 
 }  // namespace
 
+// The CNI attachment of a pod, as a kubelet's runtime describes it: its sandbox's id and
+// namespace, eth0, and the K8S_POD_* arguments.
+cni::Attachment attachment_of(const PodRecord& record) {
+  cni::Attachment attachment;
+  attachment.container_id = record.container_id;
+  attachment.netns = NetNs::path_of(record.netns).string();
+  attachment.ifname = "eth0";
+  attachment.args = {{"IgnoreUnknown", "1"},
+                     {"K8S_POD_NAMESPACE", record.id.pod_namespace},
+                     {"K8S_POD_NAME", record.id.name},
+                     {"K8S_POD_INFRA_CONTAINER_ID", record.container_id},
+                     {"K8S_POD_UID", record.uid}};
+  return attachment;
+}
+
 // --- the applier ---
 
 namespace {
@@ -232,6 +247,9 @@ class Converger {
   void ensure_fabric();
   void remove_node(const std::string& name, std::size_t index);
   void ensure_node(const NodePlan& node);
+  void add_fabric_link(Netlink& fabric, const NetNs& node_ns, const std::string& fabric_end,
+                       const std::string& node_end, const std::string& bridge,
+                       const std::string& alias);
   void ensure_routes(const NodePlan& node);
   void converge_pods(const StoredCluster& declared, const std::vector<std::string>& evict);
   void create_pod(PodRecord& record, const DesiredPod& desired);
@@ -355,6 +373,22 @@ void Converger::remove_node(const std::string& name, std::size_t index) {
   reporter_.note("node " + name + " removed");
 }
 
+// A veth between the fabric (`fabric_end`, a port of `bridge`, up, aliased `alias`, which names
+// the cluster and node for whoever lists the fabric's links) and a node (`node_end`).
+void Converger::add_fabric_link(Netlink& fabric, const NetNs& node_ns,
+                                const std::string& fabric_end, const std::string& node_end,
+                                const std::string& bridge, const std::string& alias) {
+  netmodel::VethSpec veth;
+  veth.name = fabric_end;
+  veth.peer_name = node_end;
+  veth.peer_ns = &node_ns;
+  veth.mtu = spec_.mtu;
+  veth.master = fabric.link(bridge).index;
+  veth.up = true;
+  fabric.add_veth(veth);
+  fabric.set_alias(fabric.link(fabric_end).index, alias);
+}
+
 void Converger::ensure_node(const NodePlan& node) {
   bool created = false;
   NetNs ns = open_or_create(node.netns, created);
@@ -365,16 +399,8 @@ void Converger::ensure_node(const NodePlan& node) {
   auto uplink = nl.find_link(kNodeUplink);
   if (!uplink) {
     fabric.delete_link(node.fabric_port);  // a half-made pair from an earlier crash
-    netmodel::VethSpec veth;
-    veth.name = node.fabric_port;
-    veth.peer_name = kNodeUplink;
-    veth.peer_ns = &ns;
-    veth.mtu = spec_.mtu;
-    veth.master = fabric.link(kFabricBridge).index;
-    veth.up = true;
-    fabric.add_veth(veth);
-    fabric.set_alias(fabric.link(node.fabric_port).index,
-                     "flatnet:" + spec_.name + ":" + node.name + ":uplink");
+    add_fabric_link(fabric, ns, node.fabric_port, kNodeUplink, kFabricBridge,
+                    "flatnet:" + spec_.name + ":" + node.name + ":uplink");
     uplink = nl.link(kNodeUplink);
   } else if (auto port = fabric.find_link(node.fabric_port); port && !port->up()) {
     fabric.set_up(port->index);
@@ -432,16 +458,8 @@ void Converger::ensure_node(const NodePlan& node) {
     auto segment = nl.find_link(kNodeSegmentLink);
     if (!segment) {
       fabric.delete_link(node.segment_port);
-      netmodel::VethSpec veth;
-      veth.name = node.segment_port;
-      veth.peer_name = kNodeSegmentLink;
-      veth.peer_ns = &ns;
-      veth.mtu = spec_.mtu;
-      veth.master = fabric.link(kPodSegmentBridge).index;
-      veth.up = true;
-      fabric.add_veth(veth);
-      fabric.set_alias(fabric.link(node.segment_port).index,
-                       "flatnet:" + spec_.name + ":" + node.name + ":pods");
+      add_fabric_link(fabric, ns, node.segment_port, kNodeSegmentLink, kPodSegmentBridge,
+                      "flatnet:" + spec_.name + ":" + node.name + ":pods");
       segment = nl.link(kNodeSegmentLink);
     }
     if (segment->master != bridge->index) nl.set_master(segment->index, bridge->index);
@@ -715,15 +733,7 @@ void Converger::create_pod(PodRecord& record, const DesiredPod& desired) {
   (void)desired;
   const NetNs& node_ns = node_ns_.at(record.id.node);
   const auto& conflist = conflists_.at(record.id.node);
-  cni::Attachment attachment;
-  attachment.container_id = record.container_id;
-  attachment.netns = NetNs::path_of(record.netns).string();
-  attachment.ifname = "eth0";
-  attachment.args = {{"IgnoreUnknown", "1"},
-                     {"K8S_POD_NAMESPACE", record.id.pod_namespace},
-                     {"K8S_POD_NAME", record.id.name},
-                     {"K8S_POD_INFRA_CONTAINER_ID", record.container_id},
-                     {"K8S_POD_UID", record.uid}};
+  const cni::Attachment attachment = attachment_of(record);
   cni::Runtime runtime(tools_.cni_path, &node_ns);
   try {
     state_.save_pod(record);  // before the namespace exists: `down` must find it
@@ -774,15 +784,7 @@ void Converger::remove_pod(const PodRecord& record) {
   auto node = node_ns_.find(record.id.node);
   if (node != node_ns_.end() && conflists_.count(record.id.node) &&
       record.phase != PodPhase::pending) {
-    cni::Attachment attachment;
-    attachment.container_id = record.container_id;
-    attachment.netns = NetNs::path_of(record.netns).string();
-    attachment.ifname = "eth0";
-    attachment.args = {{"IgnoreUnknown", "1"},
-                       {"K8S_POD_NAMESPACE", record.id.pod_namespace},
-                       {"K8S_POD_NAME", record.id.name},
-                       {"K8S_POD_INFRA_CONTAINER_ID", record.container_id},
-                       {"K8S_POD_UID", record.uid}};
+    cni::Attachment attachment = attachment_of(record);
     if (!fs::exists(attachment.netns)) attachment.netns.clear();  // DEL without the namespace
     try {
       cni::Runtime(tools_.cni_path, &node->second)

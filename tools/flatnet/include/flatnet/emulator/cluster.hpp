@@ -35,8 +35,9 @@ struct Toolbox {
   static Toolbox discover();
 };
 
-// Progress and outcome lines. `step` lines are transient (a terminal shows them in place);
-// `note` lines are what changed and stay.
+// Progress and outcome lines: `progress` is transient (a terminal shows it in place), `note`
+// says what changed and stays, `warn` goes to stderr. The applier calls them from its worker
+// threads: implementations must be thread-safe.
 class Reporter {
  public:
   virtual ~Reporter() = default;
