@@ -209,8 +209,6 @@ std::string host_veth_of(const cni::Result& result) {
   return "";
 }
 
-}  // namespace
-
 // The CNI attachment of a pod, as a kubelet's runtime describes it: its sandbox's id and
 // namespace, eth0, and the K8S_POD_* arguments.
 cni::Attachment attachment_of(const PodRecord& record) {
@@ -225,6 +223,8 @@ cni::Attachment attachment_of(const PodRecord& record) {
                      {"K8S_POD_UID", record.uid}};
   return attachment;
 }
+
+}  // namespace
 
 // --- the applier ---
 
