@@ -670,14 +670,22 @@ std::string scaled_down_large(std::string text) {
 
 const std::vector<std::string> kSampleTen = {"--sample", "10"};
 
+// The same cluster wired by Debian's reference bridge + host-local instead of flatnet's plugins.
+std::string with_reference_plugins(std::string text) {
+  static const std::regex cni("cni: flatnet");
+  EXPECT_TRUE(std::regex_search(text, cni)) << "the example no longer says cni: flatnet";
+  return std::regex_replace(text, cni, "cni: bridge");
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Emulator, Examples,
-    ::testing::Values(ExampleCase{"two-node", "two-node.yaml", nullptr, 2, 5, false, {}},
-                      ExampleCase{"flat", "flat.yaml", nullptr, 3, 6, true, {}},
-                      // The example's 1000 pods take too long for the suite: 10 nodes and
-                      // 10 Deployments of 10, and 10 pods probing every pod.
-                      ExampleCase{"large", "large.yaml", scaled_down_large, 10, 100, true,
-                                  kSampleTen}),
+    ::testing::Values(
+        ExampleCase{"two-node", "two-node.yaml", nullptr, 2, 5, false, {}},
+        ExampleCase{"flat", "flat.yaml", nullptr, 3, 6, true, {}},
+        ExampleCase{"two-node-bridge", "two-node.yaml", with_reference_plugins, 2, 5, false, {}},
+        // The example's 1000 pods take too long for the suite: 10 nodes and
+        // 10 Deployments of 10, and 10 pods probing every pod.
+        ExampleCase{"large", "large.yaml", scaled_down_large, 10, 100, true, kSampleTen}),
     [](const auto& info) {
       std::string name = info.param.name;
       name.erase(std::remove(name.begin(), name.end(), '-'), name.end());
