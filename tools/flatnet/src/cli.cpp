@@ -285,10 +285,12 @@ int cmd_up(const std::vector<std::string>& args, bool apply) {
                               "deployments to a running cluster, or changes those of the same "
                               "name.\nObjects not in the file stay. A Cluster document in the "
                               "file may add nodes."
-                            : "flatnet up -f FILE\n\nCreates the cluster the file describes, or "
-                              "makes the running cluster of that name match\nthe file exactly "
-                              "(objects no longer in it are removed). Running it twice changes\n"
-                              "nothing the second time.");
+                            : "flatnet up -f FILE [--name NAME]\n\nCreates the cluster the file "
+                              "describes, or makes the running cluster of that name match\nthe "
+                              "file exactly (objects no longer in it are removed), repairing and "
+                              "naming any\ndrift (links down, routes gone, dead workloads). "
+                              "Running it twice changes nothing\nthe second time. Exit status 1 "
+                              "when a pod could not be placed or made.");
   if (!parsed.vm.count("filename")) throw UsageError("flatnet " + verb + ": -f FILE is required");
   if (!parsed.positional.empty()) {
     throw UsageError("flatnet " + verb + ": unexpected argument " + parsed.positional.front());
@@ -485,11 +487,12 @@ int cmd_scale(const std::vector<std::string>& args) {
 int cmd_down(const std::vector<std::string>& args) {
   po::options_description options("options");
   options.add_options()("all", "remove every flatnet cluster");
-  auto parsed = parse("down", args, options,
-                      "flatnet down [NAME | --all]\n\nRemoves a cluster: its workloads and any "
-                      "process inside its namespaces, every\nnamespace named flatnet-NAME-..., "
-                      "and /run/flatnet/NAME. Works on a half-made cluster\n(a crash during up) "
-                      "and succeeds when there is nothing left to remove.");
+  auto parsed = parse(
+      "down", args, options,
+      "flatnet down [NAME | --all]\n\nRemoves a cluster: its workloads and any "
+      "process inside its namespaces, its\nnamespaces (flatnet-NAME-fabric, "
+      "-node.*, -pod.*), and /run/flatnet/NAME.\nWorks on a half-made cluster (a crash during up) "
+      "and succeeds when there is nothing\nleft to remove.");
   require_root();
   std::vector<std::string> names;
   if (parsed.vm.count("all")) {
