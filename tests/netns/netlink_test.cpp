@@ -306,5 +306,92 @@ TEST_F(NetlinkTest, ASocketKeepsItsNamespaceOnAnyThread) {
   EXPECT_THAT(names, ::testing::UnorderedElementsAre("lo", "fnt-here"));
 }
 
+// `ip route get`: the kernel's own choice of route, interface and source, and none for an
+// address it cannot reach.
+TEST_F(NetlinkTest, RouteLookupAsksTheKernel) {
+  NetNs& ns = scratch_.add("lookup");
+  Netlink nl = Netlink::open(ns);
+  nl.add_veth({.name = "fnt-l0", .peer_name = "fnt-l1", .up = true});
+  const int link = nl.link("fnt-l0").index;
+  nl.set_up(nl.link("fnt-l1").index);
+  nl.add_address(link, IpPrefix::parse("10.77.0.1/24"));
+  Route via;
+  via.destination = IpPrefix::parse("10.88.0.0/16");
+  via.gateway = IpAddress::parse("10.77.0.9");
+  nl.add_route(via);
+
+  auto direct = nl.lookup_route(IpAddress::parse("10.77.0.5"));
+  ASSERT_TRUE(direct);
+  EXPECT_EQ(direct->oif, link);
+  EXPECT_FALSE(direct->gateway);
+  EXPECT_EQ(direct->source, IpAddress::parse("10.77.0.1"));
+
+  auto routed = nl.lookup_route(IpAddress::parse("10.88.3.4"));
+  ASSERT_TRUE(routed);
+  EXPECT_EQ(routed->gateway, IpAddress::parse("10.77.0.9"));
+  EXPECT_EQ(routed->oif, link);
+
+  EXPECT_FALSE(nl.lookup_route(IpAddress::parse("192.0.2.1"))) << "no default route";
+  nl.delete_route(via);
+  EXPECT_FALSE(nl.lookup_route(IpAddress::parse("10.88.3.4")));
+}
+
+// Permanent entries, many at once (more than one batch), visible per link with their MAC;
+// replacing is idempotent; deleting says whether there was anything to delete.
+TEST_F(NetlinkTest, PermanentNeighboursAreSetListedAndDeleted) {
+  NetNs& ns = scratch_.add("neigh");
+  Netlink nl = Netlink::open(ns);
+  nl.add_veth({.name = "fnt-n0", .peer_name = "fnt-n1", .up = true});
+  const int n0 = nl.link("fnt-n0").index;
+  const int n1 = nl.link("fnt-n1").index;
+  nl.set_up(n1);
+  nl.add_address(n0, IpPrefix::parse("10.66.0.1/16"));
+  std::vector<NeighborInfo> entries;
+  for (int i = 0; i < 150; ++i) {
+    NeighborInfo entry;
+    entry.index = n0;
+    entry.address = IpAddress::parse("10.66.1." + std::to_string(i + 1));
+    entry.mac = MacAddress({0x02, 0, 0, 0, 0x01, static_cast<std::uint8_t>(i)});
+    entries.push_back(entry);
+  }
+  NeighborInfo other;
+  other.index = n1;
+  other.address = IpAddress::parse("10.66.2.1");
+  other.mac = MacAddress::parse("02:00:00:00:02:01");
+  entries.push_back(other);
+  nl.set_permanent_neighbors(entries);
+  nl.set_permanent_neighbors(entries);  // again: replaced, not refused
+
+  const auto on_n0 = nl.neighbors(n0, Family::v4);
+  EXPECT_EQ(on_n0.size(), 150u);
+  for (const auto& entry : on_n0) {
+    EXPECT_EQ(entry.index, n0);
+    EXPECT_EQ(entry.state_name(), "PERMANENT");
+    EXPECT_FALSE(entry.failed() || entry.incomplete());
+    ASSERT_TRUE(entry.mac);
+  }
+  const auto on_n1 = nl.neighbors(n1, Family::v4);
+  ASSERT_EQ(on_n1.size(), 1u);
+  EXPECT_EQ(on_n1[0].mac, other.mac);
+  EXPECT_EQ(nl.neighbors(0, Family::v4).size(), 151u);
+
+  EXPECT_TRUE(nl.delete_neighbor(n1, other.address));
+  EXPECT_FALSE(nl.delete_neighbor(n1, other.address));
+  EXPECT_TRUE(nl.neighbors(n1, Family::v4).empty());
+
+  NeighborInfo no_mac;
+  no_mac.index = n0;
+  no_mac.address = IpAddress::parse("10.66.3.1");
+  EXPECT_THROW(nl.set_permanent_neighbors({no_mac}), std::invalid_argument);
+  NeighborInfo bad_link = other;
+  bad_link.index = 987654;
+  try {
+    nl.set_permanent_neighbors({bad_link});
+    FAIL() << "a missing link must be refused";
+  } catch (const std::system_error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("10.66.2.1"));
+  }
+}
+
 }  // namespace
 }  // namespace flatnet::netmodel
