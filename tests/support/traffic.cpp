@@ -12,43 +12,21 @@
 #include <stdexcept>
 
 #include "flatnet/netmodel/error.hpp"
+#include "flatnet/netmodel/socket_address.hpp"
 
 namespace flatnet::testing {
 namespace {
 
 using netmodel::IpAddress;
 
-struct SockAddr {
-  sockaddr_storage storage{};
-  socklen_t length = 0;
-  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
-};
+using SockAddr = netmodel::SocketAddress;
 
 SockAddr to_sockaddr(const IpAddress& address, std::uint16_t port) {
-  SockAddr s;
-  if (address.is_v4()) {
-    auto* in = reinterpret_cast<sockaddr_in*>(&s.storage);
-    in->sin_family = AF_INET;
-    in->sin_port = htons(port);
-    std::memcpy(&in->sin_addr, address.bytes().data(), 4);
-    s.length = sizeof(sockaddr_in);
-  } else {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&s.storage);
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(port);
-    std::memcpy(&in6->sin6_addr, address.bytes().data(), 16);
-    s.length = sizeof(sockaddr_in6);
-  }
-  return s;
+  return SockAddr::of(address, port);
 }
 
 IpAddress from_sockaddr(const sockaddr_storage& s) {
-  if (s.ss_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(&s);
-    return IpAddress::from_bytes({reinterpret_cast<const std::uint8_t*>(&in->sin_addr), 4});
-  }
-  const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&s);
-  return IpAddress::from_bytes({reinterpret_cast<const std::uint8_t*>(&in6->sin6_addr), 16});
+  return netmodel::SocketAddress::address_of(s);
 }
 
 Socket make_bound(const netmodel::NetNs& ns, const IpAddress& address, std::uint16_t port,

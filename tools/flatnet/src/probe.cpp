@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "flatnet/netmodel/error.hpp"
+#include "flatnet/netmodel/socket_address.hpp"
 
 namespace flatnet::emulator {
 namespace {
@@ -253,28 +254,10 @@ ProbeResult answered(IpAddress client, std::string reply) {
 
 // --- the engine ---
 
-struct SockAddr {
-  sockaddr_storage storage{};
-  socklen_t length = 0;
-  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
-};
+using SockAddr = netmodel::SocketAddress;
 
 SockAddr to_sockaddr(const IpAddress& address, std::uint16_t port) {
-  SockAddr s;
-  if (address.is_v4()) {
-    auto* in = reinterpret_cast<sockaddr_in*>(&s.storage);
-    in->sin_family = AF_INET;
-    in->sin_port = htons(port);
-    std::memcpy(&in->sin_addr, address.bytes().data(), 4);
-    s.length = sizeof(sockaddr_in);
-  } else {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&s.storage);
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(port);
-    std::memcpy(&in6->sin6_addr, address.bytes().data(), 16);
-    s.length = sizeof(sockaddr_in6);
-  }
-  return s;
+  return SockAddr::of(address, port);
 }
 
 // Where a target is and what is sent to it, computed once per target.
