@@ -7,10 +7,16 @@
 #include <utility>
 
 #include "flatnet/netmodel/error.hpp"
+#include "json_reader.hpp"
 
 namespace flatnet::netmodel {
 namespace {
 
+using json_detail::index_path;
+using json_detail::join_path;
+using json_detail::JsonReader;
+using json_detail::meta_from_json;
+using json_detail::meta_to_json;
 using nlohmann::json;
 
 bool is_lower_alnum(char c) {
@@ -88,128 +94,6 @@ std::uint64_t fnv1a64(std::string_view bytes) {
     hash *= 1099511628211ULL;
   }
   return hash;
-}
-
-// --- JSON ---
-
-const char* json_type(const json& j) {
-  if (j.is_object()) return "an object";
-  if (j.is_array()) return "a list";
-  if (j.is_string()) return "a string";
-  if (j.is_boolean()) return "a boolean";
-  if (j.is_number()) return "a number";
-  return "null";
-}
-
-std::string join_path(const std::string& path, std::string_view key) {
-  return path.empty() ? std::string(key) : path + "." + std::string(key);
-}
-
-std::string index_path(const std::string& path, std::size_t i) {
-  return path + "[" + std::to_string(i) + "]";
-}
-
-// Reads one object out of JSON, naming the object and the field in every error.
-class JsonReader {
- public:
-  explicit JsonReader(std::string kind) : kind_(std::move(kind)) {}
-
-  void set_name(const std::string& name) { name_ = name; }
-
-  [[noreturn]] void fail(const std::string& path, const std::string& message) const {
-    std::string what = "decode " + kind_;
-    if (!name_.empty()) what += " " + quote(name_);
-    if (!path.empty()) what += ": " + path;
-    throw K8sDecodeError(what + ": " + message);
-  }
-
-  const json& object(const json& j, const std::string& path) const {
-    if (!j.is_object()) fail(path, "expected an object, found " + std::string(json_type(j)));
-    return j;
-  }
-
-  // The member `key` of object `j`, or nullptr when absent or null.
-  const json* member(const json& j, std::string_view key) const {
-    const auto it = j.find(key);
-    return it == j.end() || it->is_null() ? nullptr : &*it;
-  }
-
-  std::string string(const json& j, const std::string& path) const {
-    if (!j.is_string()) fail(path, "expected a string, found " + std::string(json_type(j)));
-    return j.get<std::string>();
-  }
-
-  std::string string_member(const json& j, std::string_view key, const std::string& path,
-                            std::string fallback = "") const {
-    const json* m = member(j, key);
-    return m ? string(*m, join_path(path, key)) : fallback;
-  }
-
-  long long integer(const json& j, const std::string& path, long long min, long long max) const {
-    if (!j.is_number_integer()) fail(path, j.dump() + " is not an integer");
-    if (j.is_number_unsigned() &&
-        j.get<std::uint64_t>() >
-            static_cast<std::uint64_t>(std::numeric_limits<long long>::max())) {
-      fail(path,
-           j.dump() + " is out of range (" + std::to_string(min) + "-" + std::to_string(max) + ")");
-    }
-    const long long v = j.get<long long>();
-    if (v < min || v > max) {
-      fail(path,
-           j.dump() + " is out of range (" + std::to_string(min) + "-" + std::to_string(max) + ")");
-    }
-    return v;
-  }
-
-  Labels labels(const json* j, const std::string& path) const {
-    Labels out;
-    if (!j) return out;
-    object(*j, path);
-    for (const auto& [key, value] : j->items()) {
-      out.emplace(key, string(value, path + "[" + key + "]"));
-    }
-    return out;
-  }
-
-  const json& array(const json& j, const std::string& path) const {
-    if (!j.is_array()) fail(path, "expected a list, found " + std::string(json_type(j)));
-    return j;
-  }
-
-  void check_kind(const json& j, std::string_view api_version) const {
-    object(j, "");
-    const std::string kind = string_member(j, "kind", "", kind_);
-    if (kind != kind_) fail("kind", quote(kind) + " is not " + kind_);
-    const std::string version = string_member(j, "apiVersion", "", std::string(api_version));
-    if (version != api_version) {
-      fail("apiVersion", quote(version) + " is not " + std::string(api_version));
-    }
-  }
-
- private:
-  std::string kind_;
-  std::string name_;
-};
-
-json meta_to_json(const ObjectMeta& meta, bool is_template) {
-  json j = json::object();
-  if (!is_template || !meta.name.empty()) j["name"] = meta.name;
-  if (!is_template || meta.namespace_ != "default") j["namespace"] = meta.namespace_;
-  if (!meta.labels.empty()) j["labels"] = meta.labels;
-  if (!meta.annotations.empty()) j["annotations"] = meta.annotations;
-  return j;
-}
-
-ObjectMeta meta_from_json(JsonReader& r, const json* j, const std::string& path) {
-  ObjectMeta meta;
-  if (!j) return meta;
-  r.object(*j, path);
-  meta.name = r.string_member(*j, "name", path);
-  if (path.find('.') == std::string::npos) r.set_name(meta.name);
-  meta.namespace_ = r.string_member(*j, "namespace", path, "default");
-  meta.labels = r.labels(r.member(*j, "labels"), join_path(path, "labels"));
-  meta.annotations = r.labels(r.member(*j, "annotations"), join_path(path, "annotations"));
-  return meta;
 }
 
 json pod_spec_to_json(const PodSpec& spec) {
