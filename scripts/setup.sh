@@ -15,6 +15,8 @@ packages=(
   # libraries flatnet links
   libnl-3-dev libnl-route-3-dev libpcap-dev libboost-program-options-dev
   googletest libgtest-dev libgmock-dev nlohmann-json3-dev libyaml-cpp-dev
+  # flatnet-proxy: chain-name hashes (kube-proxy's SHA-256) and conntrack cleanup over netlink
+  libssl-dev libnetfilter-conntrack-dev
   # what flatnet drives at run time, and the tools CI uses to snapshot the host
   iproute2 iptables nftables procps kmod graphviz
   # peers that tests and benchmarks compare against

@@ -1,0 +1,235 @@
+#include "flatnet/proxy/iptables/proxier.hpp"
+
+#include <chrono>
+#include <set>
+#include <stdexcept>
+#include <utility>
+
+#include "flatnet/netmodel/netlink.hpp"
+#include "flatnet/proxy/iptables/render.hpp"
+#include "flatnet/proxy/log.hpp"
+
+namespace flatnet::proxy::iptables {
+namespace {
+
+constexpr std::string_view kLog = "proxier";
+
+using Clock = std::chrono::steady_clock;
+
+std::string first_line(const std::string& text) {
+  const auto end = text.find('\n');
+  return end == std::string::npos ? text : text.substr(0, end);
+}
+
+std::string trimmed(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
+    text.pop_back();
+  return text;
+}
+
+std::vector<std::string> rule_args(const JumpRule& rule, const char* action) {
+  std::vector<std::string> args = {"-t", rule.table, action, rule.chain};
+  args.insert(args.end(), rule.args.begin(), rule.args.end());
+  return args;
+}
+
+class IptablesProxier final : public Proxier {
+ public:
+  IptablesProxier(const ProxyConfig& config, std::unique_ptr<Iptables> iptables,
+                  std::unique_ptr<Conntrack> conntrack, AddressSource addresses)
+      : config_(config),
+        iptables_(std::move(iptables)),
+        conntrack_(std::move(conntrack)),
+        addresses_(std::move(addresses)) {
+    options_.cluster_cidr = config.cluster_cidr;
+    options_.masquerade_all = config.masquerade_all;
+    options_.masquerade_bit = config.masquerade_bit;
+  }
+
+  std::string mode() const override { return "iptables"; }
+
+  SyncOutcome sync(const SyncRequest& request) override {
+    const auto start = Clock::now();
+    SyncOutcome outcome;
+    const bool full = request.full || !synced_once_;
+    try {
+      if (full) refresh_node();
+      const auto rendered =
+          render(request.state, options_, full ? nullptr : &request.changes.changed, nat_chains_);
+      const auto restored = iptables_->restore(rendered.text);
+      if (!restored.ok()) {
+        outcome.ok = false;
+        outcome.error =
+            "iptables-restore (" + iptables_->backend() + ") failed: " + trimmed(restored.error);
+        // The kernel kept the old ruleset; what exists is unknown to us now: read it again.
+        synced_once_ = false;
+      } else {
+        nat_chains_ = rendered.nat_chains;
+        outcome.partial = rendered.partial;
+        outcome.rules_written = rendered.rules;
+        if (full) ensure_jumps(outcome);
+        synced_once_ = outcome.ok;
+        clean_conntrack(request.state);
+        last_state_ = request.state;
+      }
+    } catch (const std::exception& e) {
+      outcome.ok = false;
+      outcome.error = e.what();
+      synced_once_ = false;
+    }
+    outcome.duration = Clock::now() - start;
+    return outcome;
+  }
+
+  bool cleanup(std::string& error) override {
+    bool ok = true;
+    auto fail = [&](const std::string& what) {
+      if (!error.empty()) error += "; ";
+      error += what;
+      ok = false;
+    };
+    // First the jumps into our chains, so that the chains can go.
+    for (const auto& rule : jump_rules()) {
+      for (int guard = 0; guard < 16; ++guard) {
+        if (!iptables_->run(rule_args(rule, "-C")).ok()) break;
+        const auto removed = iptables_->run(rule_args(rule, "-D"));
+        if (!removed.ok()) {
+          fail("delete jump " + rule.table + " " + rule.chain + ": " + trimmed(removed.error));
+          break;
+        }
+      }
+    }
+    std::string text;
+    for (const char* table : {"filter", "nat"}) {
+      const auto saved = iptables_->save(table);
+      if (!saved.ok()) {
+        fail(std::string("iptables-save -t ") + table + ": " + trimmed(saved.error));
+        continue;
+      }
+      const auto chains = our_chains(saved.output);
+      if (chains.empty()) continue;
+      text += std::string("*") + table + "\n";
+      for (const auto& chain : chains)
+        text += ":" + chain + " - [0:0]\n";
+      for (const auto& chain : chains)
+        text += "-X " + chain + "\n";
+      text += "COMMIT\n";
+    }
+    if (!text.empty()) {
+      const auto restored = iptables_->restore(text);
+      if (!restored.ok()) fail("iptables-restore: " + trimmed(restored.error));
+    }
+    nat_chains_.clear();
+    synced_once_ = false;
+    return ok;
+  }
+
+ private:
+  // What a full sync reads from the node: its addresses, and the chains already there (left by
+  // an earlier run, which this one must take over or delete).
+  void refresh_node() {
+    node_addresses_ = addresses_ ? addresses_() : std::vector<IpAddress>{};
+    options_.node_port_addresses.clear();
+    if (!config_.nodeport_addresses.empty()) {
+      for (const auto& address : node_addresses_) {
+        for (const auto& cidr : config_.nodeport_addresses) {
+          if (cidr.contains(address)) {
+            options_.node_port_addresses.push_back(address);
+            break;
+          }
+        }
+      }
+      if (options_.node_port_addresses.empty()) {
+        log::warning(kLog,
+                     "no node address is inside --nodeport-addresses; node ports answer on "
+                     "every local address");
+      }
+    }
+    if (!synced_once_) {
+      const auto saved = iptables_->save("nat");
+      if (saved.ok()) nat_chains_ = our_chains(saved.output);
+    }
+  }
+
+  void ensure_jumps(SyncOutcome& outcome) {
+    for (const auto& rule : jump_rules()) {
+      if (iptables_->run(rule_args(rule, "-C")).ok()) continue;
+      const auto inserted = iptables_->run(rule_args(rule, "-I"));
+      if (!inserted.ok()) {
+        outcome.ok = false;
+        outcome.error = "insert jump rule into " + rule.table + " " + rule.chain + ": " +
+                        first_line(trimmed(inserted.error));
+        return;
+      }
+    }
+  }
+
+  void clean_conntrack(const ProxyState& state) {
+    if (!conntrack_) return;
+    try {
+      const auto stale =
+          stale_udp_flows(state, last_state_, conntrack_->udp_flows(), node_addresses_);
+      for (const auto& flow : stale) {
+        if (conntrack_->remove(flow)) {
+          log::info(2, kLog, "deleted stale conntrack entry " + flow.to_string());
+        }
+      }
+    } catch (const std::exception& e) {
+      // Stale entries age out by themselves (30 s for UDP): worth a warning, not a failed sync.
+      log::warning(kLog, std::string("conntrack cleanup: ") + e.what());
+    }
+  }
+
+  ProxyConfig config_;
+  std::unique_ptr<Iptables> iptables_;
+  std::unique_ptr<Conntrack> conntrack_;
+  AddressSource addresses_;
+  RenderOptions options_;
+  std::vector<IpAddress> node_addresses_;
+  std::set<std::string> nat_chains_;
+  ProxyState last_state_;
+  bool synced_once_ = false;
+};
+
+}  // namespace
+
+std::set<std::string> our_chains(const std::string& saved) {
+  static const std::set<std::string> kubelet = {"KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY",
+                                                "KUBE-FIREWALL"};
+  std::set<std::string> chains;
+  std::size_t pos = 0;
+  while (pos < saved.size()) {
+    auto end = saved.find('\n', pos);
+    if (end == std::string::npos) end = saved.size();
+    const std::string_view line(saved.data() + pos, end - pos);
+    if (line.starts_with(":KUBE-")) {
+      const auto name = line.substr(1, line.find(' ') - 1);
+      if (!kubelet.contains(std::string(name))) chains.emplace(name);
+    }
+    pos = end + 1;
+  }
+  return chains;
+}
+
+std::vector<IpAddress> local_addresses() {
+  std::vector<IpAddress> out;
+  auto netlink = netmodel::Netlink::open();
+  for (const auto& address : netlink.addresses(0, netmodel::Family::v4)) {
+    out.push_back(address.prefix.address());
+  }
+  return out;
+}
+
+std::unique_ptr<Proxier> make_proxier(const ProxyConfig& config) {
+  return make_proxier(config, make_iptables(config.iptables_backend), make_conntrack(),
+                      local_addresses);
+}
+
+std::unique_ptr<Proxier> make_proxier(const ProxyConfig& config, std::unique_ptr<Iptables> iptables,
+                                      std::unique_ptr<Conntrack> conntrack,
+                                      AddressSource addresses) {
+  return std::make_unique<IptablesProxier>(config, std::move(iptables), std::move(conntrack),
+                                           std::move(addresses));
+}
+
+}  // namespace flatnet::proxy::iptables

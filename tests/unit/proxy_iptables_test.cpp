@@ -1,0 +1,288 @@
+// iptables mode without a kernel: the proxier's transactions against a recording fake of the
+// iptables binaries and of the conntrack table, and the choice of stale UDP entries.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "flatnet/proxy/iptables/conntrack.hpp"
+#include "flatnet/proxy/iptables/proxier.hpp"
+#include "flatnet/proxy/iptables/render.hpp"
+
+namespace flatnet::proxy::iptables {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+IpAddress ip(const char* text) {
+  return IpAddress::parse(text);
+}
+
+// Records every call; chains declared by a restore are "created", so that `iptables-save` and
+// `-C` answer as the kernel would for what the proxy made.
+struct FakeIptablesLog {
+  std::vector<std::string> restores;
+  std::vector<std::vector<std::string>> commands;
+  std::set<std::string> jumps;  // "nat PREROUTING -m comment ... -j KUBE-SERVICES"
+  std::map<std::string, std::set<std::string>> chains{{"filter", {}}, {"nat", {}}};
+  int fail_next_restores = 0;
+};
+
+class FakeIptables final : public Iptables {
+ public:
+  explicit FakeIptables(FakeIptablesLog* log) : log_(log) {}
+  std::string backend() const override { return "nft"; }
+  CommandResult restore(const std::string& text) override {
+    log_->restores.push_back(text);
+    if (log_->fail_next_restores > 0) {
+      --log_->fail_next_restores;
+      return {2, "", "iptables-restore: line 7 failed\n"};
+    }
+    std::string table;
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+      auto end = text.find('\n', pos);
+      if (end == std::string::npos) end = text.size();
+      const std::string line = text.substr(pos, end - pos);
+      if (line.starts_with("*")) table = line.substr(1);
+      if (line.starts_with(":")) log_->chains[table].insert(line.substr(1, line.find(' ') - 1));
+      if (line.starts_with("-X ")) log_->chains[table].erase(line.substr(3));
+      pos = end + 1;
+    }
+    return {};
+  }
+  CommandResult save(const std::string& table) override {
+    std::string out = "*" + table + "\n";
+    for (const auto& chain : log_->chains[table])
+      out += ":" + chain + " - [0:0]\n";
+    return {0, out + "COMMIT\n", ""};
+  }
+  CommandResult run(const std::vector<std::string>& args) override {
+    log_->commands.push_back(args);
+    // args: -t TABLE -C|-I|-D CHAIN rule...
+    std::string rule = args.at(1) + " " + args.at(3);
+    for (std::size_t i = 4; i < args.size(); ++i)
+      rule += " " + args[i];
+    const auto& action = args.at(2);
+    if (action == "-C")
+      return log_->jumps.contains(rule) ? CommandResult{} : CommandResult{1, "", "no such rule"};
+    if (action == "-I") log_->jumps.insert(rule);
+    if (action == "-D") log_->jumps.erase(rule);
+    return {};
+  }
+
+ private:
+  FakeIptablesLog* log_;
+};
+
+class FakeConntrack final : public Conntrack {
+ public:
+  explicit FakeConntrack(std::vector<Flow>* table) : table_(table) {}
+  std::vector<Flow> udp_flows() override { return *table_; }
+  bool remove(const Flow& flow) override {
+    const auto it = std::find(table_->begin(), table_->end(), flow);
+    if (it == table_->end()) return false;
+    table_->erase(it);
+    return true;
+  }
+
+ private:
+  std::vector<Flow>* table_;
+};
+
+const ServicePortName kDns{"kube-system", "dns", "dns", Protocol::udp};
+const ServicePortName kWeb{"default", "web", "", Protocol::tcp};
+
+EndpointInfo endpoint(const char* address, std::uint16_t port) {
+  EndpointInfo e;
+  e.ip = ip(address);
+  e.port = port;
+  return e;
+}
+
+ProxyState state_with(std::vector<EndpointInfo> dns_endpoints) {
+  ProxyState state;
+  ServicePortInfo dns;
+  dns.cluster_ip = ip("10.96.0.10");
+  dns.port = 53;
+  dns.protocol = Protocol::udp;
+  dns.node_port = 30053;
+  state.services[kDns] = dns;
+  if (!dns_endpoints.empty()) state.endpoints[kDns] = std::move(dns_endpoints);
+  ServicePortInfo web;
+  web.cluster_ip = ip("10.96.0.20");
+  web.port = 80;
+  state.services[kWeb] = web;
+  state.endpoints[kWeb] = {endpoint("10.244.1.7", 8080)};
+  return state;
+}
+
+Flow flow(const char* destination, std::uint16_t port, const char* backend,
+          std::uint16_t backend_port) {
+  Flow f;
+  f.source = ip("10.244.1.50");
+  f.source_port = 40000;
+  f.destination = ip(destination);
+  f.destination_port = port;
+  f.reply_source = ip(backend);
+  f.reply_source_port = backend_port;
+  return f;
+}
+
+TEST(ProxyConntrack, EntriesToAnEndpointThatLeftAreStale) {
+  const auto state = state_with({endpoint("10.244.2.5", 5353)});
+  const std::vector<Flow> flows = {flow("10.96.0.10", 53, "10.244.2.5", 5353),   // current
+                                   flow("10.96.0.10", 53, "10.244.1.9", 5353),   // gone
+                                   flow("10.96.0.10", 53, "10.244.2.5", 5354),   // old port
+                                   flow("10.96.0.99", 53, "10.244.1.9", 5353)};  // not a service
+  const auto stale = stale_udp_flows(state, ProxyState{}, flows, {});
+  ASSERT_EQ(stale.size(), 2U);
+  EXPECT_EQ(stale[0], flows[1]);
+  EXPECT_EQ(stale[1], flows[2]);
+  EXPECT_EQ(stale[0].to_string(),
+            "udp 10.244.1.50:40000 -> 10.96.0.10:53 (backend 10.244.1.9:5353)");
+}
+
+TEST(ProxyConntrack, UntranslatedEntriesGoOnceThereAreEndpoints) {
+  const std::vector<Flow> flows = {flow("10.96.0.10", 53, "10.96.0.10", 53)};
+  EXPECT_TRUE(stale_udp_flows(state_with({}), ProxyState{}, flows, {}).empty());
+  EXPECT_EQ(
+      stale_udp_flows(state_with({endpoint("10.244.2.5", 5353)}), ProxyState{}, flows, {}).size(),
+      1U);
+}
+
+TEST(ProxyConntrack, NodePortEntriesCountOnlyOnNodeAddresses) {
+  const auto state = state_with({endpoint("10.244.2.5", 5353)});
+  const std::vector<Flow> flows = {flow("172.18.0.2", 30053, "10.244.1.9", 5353),
+                                   flow("172.18.0.9", 30053, "10.244.1.9", 5353)};
+  const auto stale = stale_udp_flows(state, ProxyState{}, flows, {ip("172.18.0.2")});
+  ASSERT_EQ(stale.size(), 1U);
+  EXPECT_EQ(stale[0], flows[0]);
+}
+
+TEST(ProxyConntrack, TcpServicesAreLeftAlone) {
+  const std::vector<Flow> flows = {flow("10.96.0.20", 80, "10.244.9.9", 8080)};
+  EXPECT_TRUE(stale_udp_flows(state_with({}), ProxyState{}, flows, {}).empty());
+}
+
+TEST(ProxyConntrack, EntriesToADeletedServiceAreStale) {
+  const auto before = state_with({endpoint("10.244.2.5", 5353)});
+  ProxyState after = before;
+  after.services.erase(kDns);
+  after.endpoints.erase(kDns);
+  const std::vector<Flow> flows = {flow("10.96.0.10", 53, "10.244.2.5", 5353)};
+  EXPECT_EQ(stale_udp_flows(after, before, flows, {}).size(), 1U);
+  EXPECT_TRUE(stale_udp_flows(before, before, flows, {}).empty());
+}
+
+struct Harness {
+  FakeIptablesLog log;
+  std::vector<Flow> conntrack;
+  std::unique_ptr<Proxier> proxier;
+
+  explicit Harness(ProxyConfig config = {}) {
+    proxier = make_proxier(config, std::make_unique<FakeIptables>(&log),
+                           std::make_unique<FakeConntrack>(&conntrack),
+                           [] { return std::vector<IpAddress>{ip("172.18.0.2")}; });
+  }
+
+  SyncOutcome sync(const ProxyState& state, const StateChanges& changes, bool full) {
+    return proxier->sync({state, changes, full});
+  }
+};
+
+TEST(ProxyIptablesProxier, AFullSyncIsOneRestoreThenTheJumps) {
+  Harness h;
+  const auto state = state_with({endpoint("10.244.2.5", 5353)});
+  const auto outcome = h.sync(state, diff({}, state), true);
+  ASSERT_TRUE(outcome.ok) << outcome.error;
+  EXPECT_FALSE(outcome.partial);
+  ASSERT_EQ(h.log.restores.size(), 1U);
+  EXPECT_THAT(h.log.restores[0], HasSubstr("-A KUBE-SERVICES"));
+  EXPECT_GT(outcome.rules_written, 0U);
+  EXPECT_EQ(h.log.jumps.size(), jump_rules().size());
+  // A second full sync finds the jumps in place and inserts none.
+  const auto commands = h.log.commands.size();
+  ASSERT_TRUE(h.sync(state, {}, true).ok);
+  EXPECT_EQ(h.log.commands.size() - commands, jump_rules().size());  // only -C
+}
+
+TEST(ProxyIptablesProxier, APartialSyncRewritesOnlyTheChangedService) {
+  Harness h;
+  const auto before = state_with({endpoint("10.244.2.5", 5353)});
+  ASSERT_TRUE(h.sync(before, diff({}, before), true).ok);
+  auto after = before;
+  after.endpoints[kWeb] = {endpoint("10.244.1.8", 8080)};
+  const auto changes = diff(before, after);
+  const auto outcome = h.sync(after, changes, false);
+  ASSERT_TRUE(outcome.ok) << outcome.error;
+  EXPECT_TRUE(outcome.partial);
+  const auto& text = h.log.restores.back();
+  EXPECT_THAT(text, HasSubstr("10.244.1.8:8080"));
+  EXPECT_THAT(text, Not(HasSubstr("10.244.2.5:5353")));  // dns's chains are not rewritten
+  EXPECT_THAT(text, HasSubstr("-X KUBE-SEP-"));          // web's old endpoint chain goes
+}
+
+TEST(ProxyIptablesProxier, AFailedRestoreIsReportedAndTheNextSyncIsFull) {
+  Harness h;
+  const auto state = state_with({endpoint("10.244.2.5", 5353)});
+  h.log.fail_next_restores = 1;
+  const auto failed = h.sync(state, diff({}, state), true);
+  EXPECT_FALSE(failed.ok);
+  EXPECT_THAT(failed.error, HasSubstr("iptables-restore (nft) failed: iptables-restore: line 7"));
+  EXPECT_TRUE(h.log.jumps.empty());
+  // Asked for a partial sync, the proxier still writes everything: it does not know what exists.
+  const auto retried = h.sync(state, {}, false);
+  ASSERT_TRUE(retried.ok) << retried.error;
+  EXPECT_FALSE(retried.partial);
+}
+
+TEST(ProxyIptablesProxier, ChainsLeftByAnEarlierRunAreDeletedAtTheFirstSync) {
+  Harness h;
+  h.log.chains["nat"] = {"KUBE-SERVICES", "KUBE-SVC-LEFTOVER0000000", "KUBE-SEP-LEFTOVER0000000"};
+  const auto state = state_with({});
+  ASSERT_TRUE(h.sync(state, diff({}, state), true).ok);
+  EXPECT_THAT(h.log.restores[0], HasSubstr("-X KUBE-SVC-LEFTOVER0000000"));
+  EXPECT_THAT(h.log.restores[0], HasSubstr("-X KUBE-SEP-LEFTOVER0000000"));
+}
+
+TEST(ProxyIptablesProxier, StaleUdpEntriesAreDeletedAfterASync) {
+  Harness h;
+  const auto before = state_with({endpoint("10.244.2.5", 5353)});
+  ASSERT_TRUE(h.sync(before, diff({}, before), true).ok);
+  h.conntrack = {flow("10.96.0.10", 53, "10.244.2.5", 5353)};
+  const auto after = state_with({endpoint("10.244.2.6", 5353)});
+  ASSERT_TRUE(h.sync(after, diff(before, after), false).ok);
+  EXPECT_TRUE(h.conntrack.empty());
+}
+
+TEST(ProxyIptablesProxier, CleanupRemovesJumpsAndChainsButNotKubeletsOwn) {
+  Harness h;
+  const auto state = state_with({endpoint("10.244.2.5", 5353)});
+  ASSERT_TRUE(h.sync(state, diff({}, state), true).ok);
+  h.log.chains["filter"].insert("KUBE-FIREWALL");  // kubelet's
+  std::string error;
+  EXPECT_TRUE(h.proxier->cleanup(error)) << error;
+  EXPECT_TRUE(h.log.jumps.empty());
+  EXPECT_EQ(h.log.chains["nat"], std::set<std::string>{});
+  EXPECT_EQ(h.log.chains["filter"], std::set<std::string>{"KUBE-FIREWALL"});
+  // Repeating it is safe and does nothing.
+  const auto restores = h.log.restores.size();
+  EXPECT_TRUE(h.proxier->cleanup(error)) << error;
+  EXPECT_EQ(h.log.restores.size(), restores);
+}
+
+TEST(ProxyIptablesProxier, OurChainsAreReadFromASavedTable) {
+  const std::string saved =
+      "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-ABC - [0:0]\n"
+      ":KUBE-KUBELET-CANARY - [0:0]\n:DOCKER - [0:0]\n-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n";
+  EXPECT_EQ(our_chains(saved), (std::set<std::string>{"KUBE-SERVICES", "KUBE-SVC-ABC"}));
+}
+
+}  // namespace
+}  // namespace flatnet::proxy::iptables
