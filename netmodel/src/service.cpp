@@ -61,10 +61,13 @@ std::string service_name_problem(std::string_view name) {
   return "";
 }
 
-Protocol protocol_member(const JsonReader& r, const json& j, const std::string& path) {
+// nullopt for SCTP: such a port is left out of the decoded object (flatnet has no SCTP), as
+// kube-proxy would program the rest of a cluster's services; the caller counts it.
+std::optional<Protocol> protocol_member(const JsonReader& r, const json& j,
+                                        const std::string& path) {
   const std::string ppath = join_path(path, "protocol");
   const std::string text = r.string_member(j, "protocol", path, "TCP");
-  if (text == "SCTP") r.fail(ppath, "SCTP is not supported by flatnet (only TCP and UDP are)");
+  if (text == "SCTP") return std::nullopt;
   const auto parsed = parse_protocol(text);
   if (!parsed) r.fail(ppath, quote(text) + " is not TCP or UDP");
   return *parsed;
@@ -182,7 +185,9 @@ std::vector<ServicePort> service_ports_from_json(const JsonReader& r, const json
         r.fail(join_path(ipath, "name"), problem);
       }
     }
-    port.protocol = protocol_member(r, p, ipath);
+    const auto protocol = protocol_member(r, p, ipath);
+    if (!protocol) continue;
+    port.protocol = *protocol;
     const json* number = r.member(p, "port");
     if (!number) r.fail(join_path(ipath, "port"), "missing");
     port.port =
@@ -498,7 +503,9 @@ std::vector<EndpointPort> endpoint_ports_from_json(const JsonReader& r, const js
                quote(port.name) + " is also the name of " + index_path(path, k));
       }
     }
-    port.protocol = protocol_member(r, p, ipath);
+    const auto protocol = protocol_member(r, p, ipath);
+    if (!protocol) continue;
+    port.protocol = *protocol;
     if (const json* number = r.member(p, "port")) {
       port.port =
           static_cast<std::uint16_t>(r.integer_in(*number, join_path(ipath, "port"), 1, 65535));
@@ -597,10 +604,12 @@ class ObjectsBuilder {
       if (kind == "Service") {
         Service service = decode_service(j);
         note(services_seen_, "Service", service.meta, where);
+        note_sctp(j, "spec", service.spec.ports.size(), "v1 Service", service.meta);
         out_.services.push_back(std::move(service));
       } else if (kind == "EndpointSlice") {
         EndpointSlice slice = decode_endpoint_slice(j, default_api_version);
         note(slices_seen_, "EndpointSlice", slice.meta, where);
+        note_sctp(j, "", slice.ports.size(), "EndpointSlice", slice.meta);
         out_.endpoint_slices.push_back(std::move(slice));
       } else {
         out_.skipped.push_back(describe_object(j, kind));
@@ -614,6 +623,22 @@ class ObjectsBuilder {
   ServiceObjects take() { return std::move(out_); }
 
  private:
+  // Ports left out (SCTP) are named in `skipped`: "v1 Service default/sip: 1 SCTP port".
+  void note_sctp(const json& j, const char* parent, std::size_t kept, const std::string& kind,
+                 const ObjectMeta& meta) {
+    const json* holder = &j;
+    if (*parent != '\0') {
+      const auto it = j.find(parent);
+      if (it == j.end() || !it->is_object()) return;
+      holder = &*it;
+    }
+    const auto ports = holder->find("ports");
+    if (ports == holder->end() || !ports->is_array() || ports->size() <= kept) return;
+    const std::size_t left_out = ports->size() - kept;
+    out_.skipped.push_back(kind + " " + meta.namespace_ + "/" + meta.name + ": " +
+                           std::to_string(left_out) + " SCTP port" + (left_out > 1 ? "s" : ""));
+  }
+
   static void note(std::map<std::string, std::string>& seen, const std::string& kind,
                    const ObjectMeta& meta, const std::string& where) {
     const std::string key = meta.namespace_ + "/" + meta.name;
@@ -773,6 +798,11 @@ ServiceObjects decode_service_objects(const json& document) {
   const std::string kind = r.string(*kind_json, "kind");
   ObjectsBuilder builder;
   if (kind != "List" && kind != "ServiceList" && kind != "EndpointSliceList") {
+    // A lone object of another kind is not a state at all: taking it for "no services" would
+    // remove every rule because of a stray file.
+    if (kind != "Service" && kind != "EndpointSlice") {
+      r.fail("kind", quote(kind) + " is not Service, EndpointSlice or a List of them");
+    }
     builder.add(document, kind, kDiscoveryV1, "");
     return builder.take();
   }

@@ -194,8 +194,10 @@ std::vector<ServiceHealthCheck> health_checks(const ProxyState& state) {
     if (info.health_check_node_port == 0) continue;
     auto& entry = by_service[{name.namespace_, name.name}];
     entry.first = info.health_check_node_port;
-    for (const auto& endpoint : usable_endpoints(info, state.endpoints_of(name)).local) {
-      entry.second.insert(endpoint.ip);
+    // Ready local endpoints only, as kube-proxy counts them (LocalReadyEndpoints): a node whose
+    // endpoints are all terminating must fail the check, so load balancers drain it.
+    for (const auto& endpoint : state.endpoints_of(name)) {
+      if (endpoint.is_local && endpoint.ready) entry.second.insert(endpoint.ip);
     }
   }
   std::vector<ServiceHealthCheck> checks;
@@ -312,7 +314,8 @@ SyncLoop::SyncLoop(const ProxyConfig& config, std::string hostname, Proxier& pro
       proxier_(proxier),
       clock_(clock),
       metrics_(metrics),
-      health_(health) {}
+      health_(health),
+      started_(clock.wall()) {}
 
 std::chrono::milliseconds SyncLoop::retry_delay() const {
   return std::max<milliseconds>(config_.min_sync_period, std::chrono::seconds(1));
@@ -345,6 +348,9 @@ void SyncLoop::update(const netmodel::ServiceObjects& objects, WallTime seen) {
     const auto annotation = slice.meta.annotations.find(std::string(kLastChangeTriggerTime));
     std::optional<WallTime> trigger;
     if (annotation != slice.meta.annotations.end()) trigger = parse_rfc3339(annotation->second);
+    // A change made before the proxy started measures the proxy's absence, not its programming
+    // (kube-proxy ignores those too).
+    if (trigger && *trigger < started_) continue;
     pending_triggers_.push_back(trigger.value_or(seen));
   }
   for (const auto& [key, slice] : before) {  // removed slices
@@ -389,8 +395,9 @@ bool SyncLoop::run_due() {
   const bool full = need_full_ || !last_full_ || now >= *last_full_ + config_.sync_period;
   const StateChanges changes = diff(synced_, desired_);
   if (!full && changes.empty()) {
-    // The objects changed and changed back: nothing to program.
+    // The objects changed and changed back: nothing to program, nothing to measure.
     dirty_ = false;
+    pending_triggers_.clear();
     health_.updated();
     return false;
   }
@@ -409,7 +416,7 @@ bool SyncLoop::run_due() {
   if (!outcome.ok) {
     need_full_ = true;
     retry_at_ = now + retry_delay();
-    metrics_.count_sync_failure();
+    if (outcome.restore_failed) metrics_.count_sync_failure();
     log::error("sync", std::string(full ? "full" : "partial") + " sync failed: " + outcome.error +
                            " (a full sync follows in " + format_duration(retry_delay()) + ")");
     return true;
@@ -546,8 +553,7 @@ int Daemon::run() {
       if (health_addresses.empty()) {
         log::warning("health",
                      "no local address inside --nodeport-addresses: health check "
-                     "ports listen on every address");
-        health_addresses = {netmodel::IpAddress()};
+                     "ports are not opened");
       }
     }
     service_health = std::make_unique<ServiceHealthServer>(http, health_addresses, health);

@@ -9,8 +9,10 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <stdexcept>
+#include <thread>
 
 #include "flatnet/netmodel/error.hpp"
 #include "flatnet/netmodel/socket_address.hpp"
@@ -232,7 +234,13 @@ void HttpServer::accept_from(const ListenerSocket& listener) {
                              SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // The listener stays readable while the connection waits: without a pause, poll would
+        // return at once, forever. Connections being served free descriptors meanwhile.
+        log::warning("http", "accept: " + std::string(std::strerror(errno)) +
+                                 "; pausing 100ms before accepting again");
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
         log::warning("http", "accept: " + std::string(std::strerror(errno)));
       }
       return;

@@ -84,7 +84,10 @@ std::optional<FileSource::Update> FileSource::read() {
     text.append(buffer, static_cast<std::size_t>(n));
   }
   ::close(fd);
-  if (last_text_ && text == *last_text_) return std::nullopt;
+  if (last_text_ && text == *last_text_) {
+    last_problem_.clear();  // back to the good version: the same bad one again is news again
+    return std::nullopt;
+  }
   if (blank(text)) {
     // A writer that truncates and then writes shows an empty file first: its IN_CLOSE_WRITE
     // brings the content.

@@ -540,6 +540,7 @@ class RecordingProxier : public Proxier {
     if (fail_next > 0) {
       --fail_next;
       outcome.ok = false;
+      outcome.restore_failed = true;
       outcome.error = "iptables-restore: line 3 failed";
     }
     return outcome;
@@ -759,6 +760,17 @@ TEST_F(Loop, MetricsCountChangesSyncsAndNetworkProgrammingFromTheTriggerTime) {
   EXPECT_THAT(text, HasSubstr("kubeproxy_sync_proxy_rules_last_timestamp_seconds 1700000010\n"));
 }
 
+TEST_F(Loop, TriggerTimesFromBeforeTheProxyStartedAreNotMeasured) {
+  // A slice last changed a day ago: its annotation says nothing about this proxy's speed.
+  const std::string day_ago = format_rfc3339(clock_.wall() - 24h);
+  update({{service("web", "10.96.0.10")},
+          {slice("web", {"10.244.1.5"}, "node-1", day_ago.c_str())},
+          {}});
+  ASSERT_TRUE(loop().run_due());
+  EXPECT_THAT(metrics_.render(),
+              HasSubstr("kubeproxy_network_programming_duration_seconds_count 0\n"));
+}
+
 TEST(Rfc3339, RoundTripAndOffsets) {
   const WallTime t{std::chrono::seconds(1700000000) + 250ms};
   EXPECT_EQ(format_rfc3339(t), "2023-11-14T22:13:20.25Z");
@@ -779,6 +791,17 @@ TEST(HealthChecks, LocalUsableEndpointsPerService) {
   ASSERT_EQ(checks.size(), 1u);
   EXPECT_EQ(checks[0], (ServiceHealthCheck{"default", "lb", 31999, 2}));
   EXPECT_EQ(health_checks(build_state(objects, "node-3"))[0].local_endpoints, 0u);
+}
+
+TEST(HealthChecks, TerminatingLocalEndpointsDoNotCount) {
+  // A draining node (its endpoints serving but terminating) must fail the check, so that load
+  // balancers stop sending it new connections (kube-proxy counts ready local endpoints).
+  netmodel::ServiceObjects objects{
+      {service("lb", "10.96.0.20", 31999)}, {slice("lb", {"10.244.1.5"}, "node-1")}, {}};
+  objects.endpoint_slices[0].endpoints[0].conditions = {false, true, true};
+  const auto checks = health_checks(build_state(objects, "node-1"));
+  ASSERT_EQ(checks.size(), 1u);
+  EXPECT_EQ(checks[0].local_endpoints, 0u);
 }
 
 TEST(Cleanup, ExitCodeFollowsTheProxier) {

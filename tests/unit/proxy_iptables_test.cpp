@@ -6,6 +6,7 @@
 
 #include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,20 @@ class FakeIptables final : public Iptables {
   }
   CommandResult run(const std::vector<std::string>& args) override {
     log_->commands.push_back(args);
+    if (args.at(2) == "-S") {  // -t TABLE -S CHAIN
+      std::string out = "-P " + args.at(3) + " ACCEPT\n";
+      for (const auto& jump : log_->jumps) {
+        const std::string head = args.at(1) + " " + args.at(3) + " ";
+        if (!jump.starts_with(head)) continue;
+        // iptables quotes a comment with spaces.
+        std::string rule = "-A " + args.at(3);
+        std::istringstream words(jump.substr(head.size()));
+        for (std::string word; words >> word;)
+          rule += " " + word;
+        out += rule + "\n";
+      }
+      return {0, out, ""};
+    }
     // args: -t TABLE -C|-I|-D CHAIN rule...
     std::string rule = args.at(1) + " " + args.at(3);
     for (std::size_t i = 4; i < args.size(); ++i)
@@ -206,10 +221,17 @@ TEST(ProxyIptablesProxier, AFullSyncIsOneRestoreThenTheJumps) {
   EXPECT_THAT(h.log.restores[0], HasSubstr("-A KUBE-SERVICES"));
   EXPECT_GT(outcome.rules_written, 0U);
   EXPECT_EQ(h.log.jumps.size(), jump_rules().size());
-  // A second full sync finds the jumps in place and inserts none.
+  // A second full sync lists each built-in chain once, finds the jumps and inserts none.
   const auto commands = h.log.commands.size();
   ASSERT_TRUE(h.sync(state, {}, true).ok);
-  EXPECT_EQ(h.log.commands.size() - commands, jump_rules().size());  // only -C
+  std::set<std::string> listed;
+  for (auto i = commands; i < h.log.commands.size(); ++i) {
+    const auto& command = h.log.commands[i];
+    EXPECT_EQ(command.at(2), "-S");
+    EXPECT_TRUE(listed.insert(command.at(1) + " " + command.at(3)).second) << "listed twice";
+  }
+  EXPECT_EQ(listed.size(), 6U);  // filter INPUT FORWARD OUTPUT, nat PREROUTING OUTPUT POSTROUTING
+  EXPECT_EQ(h.log.jumps.size(), jump_rules().size());
 }
 
 TEST(ProxyIptablesProxier, APartialSyncRewritesOnlyTheChangedService) {
@@ -275,6 +297,22 @@ TEST(ProxyIptablesProxier, CleanupRemovesJumpsAndChainsButNotKubeletsOwn) {
   const auto restores = h.log.restores.size();
   EXPECT_TRUE(h.proxier->cleanup(error)) << error;
   EXPECT_EQ(h.log.restores.size(), restores);
+}
+
+TEST(ProxyIptablesProxier, NodePortAddressesThatMatchNothingOpenNoNodePort) {
+  ProxyConfig config;
+  config.nodeport_addresses = {netmodel::IpPrefix::parse("192.168.50.0/24")};
+  Harness h(config);  // the node's address is 172.18.0.2
+  const auto state = state_with({endpoint("10.244.2.5", 5353)});
+  ASSERT_TRUE(h.sync(state, diff({}, state), true).ok);
+  EXPECT_THAT(h.log.restores[0], Not(HasSubstr("-j KUBE-NODEPORTS")));
+  EXPECT_THAT(h.log.restores[0], Not(HasSubstr("--dst-type LOCAL")));
+
+  ProxyConfig matching;
+  matching.nodeport_addresses = {netmodel::IpPrefix::parse("172.18.0.0/24")};
+  Harness m(matching);
+  ASSERT_TRUE(m.sync(state, diff({}, state), true).ok);
+  EXPECT_THAT(m.log.restores[0], HasSubstr("-A KUBE-SERVICES -d 172.18.0.2/32"));
 }
 
 TEST(ProxyIptablesProxier, OurChainsAreReadFromASavedTable) {

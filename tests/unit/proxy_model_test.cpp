@@ -231,7 +231,7 @@ TEST(ProxyModel, ConditionsDefaultAsKubernetesDefinesThem) {
   const auto& list = build_state(objects, "node-1").endpoints_of(kWeb);
   ASSERT_EQ(list.size(), 3U);
   EXPECT_TRUE(list[0].ready && list[0].serving && !list[0].terminating);
-  EXPECT_TRUE(!list[1].ready && !list[1].serving && !list[1].terminating);
+  EXPECT_TRUE(!list[1].ready && list[1].serving && !list[1].terminating);  // serving unset: true
   EXPECT_TRUE(!list[2].ready && list[2].serving && list[2].terminating);
 }
 

@@ -332,6 +332,7 @@ std::vector<GoldenCase> golden_cases() {
   {
     RenderOptions options = with_cluster_cidr();
     // Loopback is skipped: node ports there need route_localnet.
+    options.node_ports_restricted = true;
     options.node_port_addresses = {ip("192.168.0.2"), ip("127.0.0.1"), ip("192.168.1.2")};
     cases.push_back({"nodeport-addresses", nodeport, options});
   }

@@ -684,7 +684,10 @@ RenderOptions options_for(Config config) {
   if (config != Config::no_cluster_cidr) options.cluster_cidr = IpPrefix::parse("10.244.0.0/16");
   options.masquerade_all = config == Config::masquerade_all;
   // --nodeport-addresses: node ports answer on the first node address only.
-  if (config == Config::node_port_addresses) options.node_port_addresses = {ip("172.18.0.2")};
+  if (config == Config::node_port_addresses) {
+    options.node_ports_restricted = true;
+    options.node_port_addresses = {ip("172.18.0.2")};
+  }
   return options;
 }
 

@@ -238,7 +238,9 @@ TEST(EndpointConditions, UnsetConditionsKeepKubernetesMeaning) {
   EXPECT_FALSE(unset.is_terminating());
   const EndpointConditions not_ready{.ready = false};
   EXPECT_FALSE(not_ready.is_ready());
-  EXPECT_FALSE(not_ready.is_serving());  // serving follows ready when unset
+  // kube-proxy reads an unset serving as true: a terminating endpoint without the field is
+  // still a fallback.
+  EXPECT_TRUE(not_ready.is_serving());
   const EndpointConditions draining{.ready = false, .serving = true, .terminating = true};
   EXPECT_TRUE(draining.is_serving());
   EXPECT_TRUE(draining.is_terminating());
@@ -381,11 +383,38 @@ TEST(ServiceObjects, SingleEndpointSlice) {
   EXPECT_EQ(slice.ports[0], (EndpointPort{.name = "", .protocol = Protocol::tcp, .port = 8080}));
 }
 
-TEST(ServiceObjects, SingleObjectOfAnotherKindIsSkipped) {
-  const auto objects = parse_service_objects(
-      R"({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "y"}})");
-  EXPECT_TRUE(objects.services.empty());
-  EXPECT_THAT(objects.skipped, ElementsAre("v1 ConfigMap y/x"));
+TEST(ServiceObjects, ASingleObjectOfAnotherKindIsRefused) {
+  // A stray file is not "no services": it must not wipe the proxy's rules.
+  try {
+    parse_service_objects(
+        R"({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "y"}})");
+    FAIL() << "a ConfigMap was accepted";
+  } catch (const K8sDecodeError& e) {
+    EXPECT_STREQ(e.what(),
+                 "decode service objects: kind: \"ConfigMap\" is not Service, EndpointSlice or a "
+                 "List of them");
+  }
+}
+
+TEST(ServiceObjects, SctpPortsAreLeftOutAndNamedTheRestIsKept) {
+  const auto objects = parse_service_objects(R"({"kind": "List", "items": [
+      {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "sip", "namespace": "voip"},
+       "spec": {"clusterIP": "10.96.0.5", "ports": [
+         {"name": "sip", "protocol": "SCTP", "port": 5060},
+         {"name": "sip-udp", "protocol": "UDP", "port": 5060}]}},
+      {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+       "metadata": {"name": "sip-1", "namespace": "voip",
+                    "labels": {"kubernetes.io/service-name": "sip"}},
+       "addressType": "IPv4", "endpoints": [{"addresses": ["10.244.1.5"]}],
+       "ports": [{"name": "sip", "protocol": "SCTP", "port": 5060},
+                 {"name": "sip-udp", "protocol": "UDP", "port": 5060}]}]})");
+  ASSERT_EQ(objects.services.size(), 1U);
+  ASSERT_EQ(objects.services[0].spec.ports.size(), 1U);
+  EXPECT_EQ(objects.services[0].spec.ports[0].protocol, Protocol::udp);
+  ASSERT_EQ(objects.endpoint_slices.size(), 1U);
+  EXPECT_EQ(objects.endpoint_slices[0].ports.size(), 1U);
+  EXPECT_THAT(objects.skipped, ElementsAre("v1 Service voip/sip: 1 SCTP port",
+                                           "EndpointSlice voip/sip-1: 1 SCTP port"));
 }
 
 TEST(ServiceObjects, SkippedItemsOfOddShapesAreStillNamed) {
@@ -899,9 +928,6 @@ INSTANTIATE_TEST_SUITE_P(
                     svc_error("spec.ports[0].port: \"80\" is not an integer")},
         RefusalCase{"port_a_float", svc(R"({"ports": [{"port": 80.5}]})"),
                     svc_error("spec.ports[0].port: 80.5 is not an integer")},
-        RefusalCase{"sctp", svc(R"({"ports": [{"port": 80, "protocol": "SCTP"}]})"),
-                    svc_error("spec.ports[0].protocol: SCTP is not supported by flatnet (only "
-                              "TCP and UDP are)")},
         RefusalCase{"protocol_lower_case", svc(R"({"ports": [{"port": 80, "protocol": "tcp"}]})"),
                     svc_error("spec.ports[0].protocol: \"tcp\" is not TCP or UDP")},
         RefusalCase{"target_port_zero", svc(R"({"ports": [{"port": 80, "targetPort": 0}]})"),
@@ -1066,9 +1092,6 @@ INSTANTIATE_TEST_SUITE_P(
                     eps_error("endpoints[0].addresses[0]: expected a string, found a number")},
         RefusalCase{"slice_port_range", eps("IPv4", R"("ports": [{"port": 0}])"),
                     eps_error("ports[0].port: 0 is out of range 1..65535")},
-        RefusalCase{"slice_port_sctp", eps("IPv4", R"("ports": [{"protocol": "SCTP"}])"),
-                    eps_error("ports[0].protocol: SCTP is not supported by flatnet (only TCP and "
-                              "UDP are)")},
         RefusalCase{"slice_port_names_twice",
                     eps("IPv4", R"("ports": [{"port": 80}, {"port": 81}])"),
                     eps_error("ports[1].name: \"\" is also the name of ports[0]")},

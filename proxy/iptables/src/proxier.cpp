@@ -1,6 +1,7 @@
 #include "flatnet/proxy/iptables/proxier.hpp"
 
 #include <chrono>
+#include <map>
 #include <set>
 #include <stdexcept>
 #include <utility>
@@ -25,6 +26,36 @@ std::string trimmed(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
     text.pop_back();
   return text;
+}
+
+// Whether `listing` (`iptables -S CHAIN`) has the jump: a rule of that chain that ends with its
+// target and carries its comment (iptables may print the matches in another order).
+bool holds_jump(const std::string& listing, const JumpRule& rule) {
+  const std::string target = " -j " + rule.args.back();
+  std::string comment;
+  for (std::size_t i = 0; i + 1 < rule.args.size(); ++i) {
+    if (rule.args[i] == "--comment") comment = rule.args[i + 1];
+  }
+  const std::string prefix = "-A " + rule.chain + " ";
+  std::size_t pos = 0;
+  while (pos < listing.size()) {
+    auto end = listing.find('\n', pos);
+    if (end == std::string::npos) end = listing.size();
+    const std::string_view line(listing.data() + pos, end - pos);
+    if (line.starts_with(prefix) && line.ends_with(target) &&
+        line.find(comment) != std::string_view::npos) {
+      return true;
+    }
+    pos = end + 1;
+  }
+  return false;
+}
+
+bool has_udp(const ProxyState& state) {
+  for (const auto& [name, info] : state.services) {
+    if (name.protocol == Protocol::udp) return true;
+  }
+  return false;
 }
 
 std::vector<std::string> rule_args(const JumpRule& rule, const char* action) {
@@ -52,6 +83,7 @@ class IptablesProxier final : public Proxier {
     const auto start = Clock::now();
     SyncOutcome outcome;
     const bool full = request.full || !synced_once_;
+    outcome.partial = !full;
     try {
       if (full) refresh_node();
       const auto rendered =
@@ -59,6 +91,7 @@ class IptablesProxier final : public Proxier {
       const auto restored = iptables_->restore(rendered.text);
       if (!restored.ok()) {
         outcome.ok = false;
+        outcome.restore_failed = true;
         outcome.error =
             "iptables-restore (" + iptables_->backend() + ") failed: " + trimmed(restored.error);
         // The kernel kept the old ruleset; what exists is unknown to us now: read it again.
@@ -130,7 +163,8 @@ class IptablesProxier final : public Proxier {
   void refresh_node() {
     node_addresses_ = addresses_ ? addresses_() : std::vector<IpAddress>{};
     options_.node_port_addresses.clear();
-    if (!config_.nodeport_addresses.empty()) {
+    options_.node_ports_restricted = !config_.nodeport_addresses.empty();
+    if (options_.node_ports_restricted) {
       for (const auto& address : node_addresses_) {
         for (const auto& cidr : config_.nodeport_addresses) {
           if (cidr.contains(address)) {
@@ -141,19 +175,34 @@ class IptablesProxier final : public Proxier {
       }
       if (options_.node_port_addresses.empty()) {
         log::warning(kLog,
-                     "no node address is inside --nodeport-addresses; node ports answer on "
-                     "every local address");
+                     "no node address is inside --nodeport-addresses: no node port answers "
+                     "until one is");
       }
     }
     if (!synced_once_) {
       const auto saved = iptables_->save("nat");
-      if (saved.ok()) nat_chains_ = our_chains(saved.output);
+      if (saved.ok()) {
+        nat_chains_ = our_chains(saved.output);
+      } else {
+        // Chains an earlier run left stay until a later full sync can read them.
+        log::warning(kLog, "iptables-save -t nat (" + iptables_->backend() +
+                               "): " + trimmed(saved.error) + "; leftover chains are kept");
+      }
     }
   }
 
+  // Lists each built-in chain that holds a jump once (`iptables -S`), then inserts only the
+  // jumps missing. One `-C` per jump would read the whole table for each (iptables-legacy has
+  // no other way to read it), which at 10k services costs as much as the restore itself.
   void ensure_jumps(SyncOutcome& outcome) {
+    std::map<std::pair<std::string, std::string>, std::string> listed;
     for (const auto& rule : jump_rules()) {
-      if (iptables_->run(rule_args(rule, "-C")).ok()) continue;
+      const std::pair<std::string, std::string> key{rule.table, rule.chain};
+      if (!listed.contains(key)) {
+        const auto list = iptables_->run({"-t", rule.table, "-S", rule.chain});
+        listed[key] = list.ok() ? list.output : "";
+      }
+      if (holds_jump(listed[key], rule)) continue;
       const auto inserted = iptables_->run(rule_args(rule, "-I"));
       if (!inserted.ok()) {
         outcome.ok = false;
@@ -165,7 +214,9 @@ class IptablesProxier final : public Proxier {
   }
 
   void clean_conntrack(const ProxyState& state) {
-    if (!conntrack_) return;
+    // Only UDP service ports, present or just removed, can have stale entries: without any, the
+    // table is not read at all.
+    if (!conntrack_ || (!has_udp(state) && !has_udp(last_state_))) return;
     try {
       const auto stale =
           stale_udp_flows(state, last_state_, conntrack_->udp_flows(), node_addresses_);

@@ -286,7 +286,7 @@ void Renderer::run() {
   }
 
   // The jump to KUBE-NODEPORTS must stay the last rule of KUBE-SERVICES.
-  if (options_.node_port_addresses.empty()) {
+  if (!options_.node_ports_restricted && options_.node_port_addresses.empty()) {
     line(rule(s_.nat_rules), kServicesChain, " ! -d 127.0.0.0/8 -m comment --comment ",
          kNodePortsComment, " -m addrtype --dst-type LOCAL -j ", kNodePortsChain);
   } else {

@@ -13,7 +13,8 @@
 // most one cluster IP per family, no cluster IP on ExternalName and no "None" on NodePort or
 // LoadBalancer services, nodePort not on ClusterIP services, healthCheckNodePort only with
 // LoadBalancer and externalTrafficPolicy Local, endpoint addresses of the slice's addressType.
-// SCTP is refused (flatnet does not support it). Unknown fields are ignored, so the output of
+// SCTP ports are left out of the decoded objects (flatnet does not support SCTP) and named in
+// ServiceObjects::skipped. Unknown fields are ignored, so the output of
 // `kubectl get svc,endpointslices -A -o json` decodes. Encoding leaves out empty and default
 // fields (type ClusterIP, sessionAffinity None, traffic policies Cluster); it always writes a
 // port's protocol.
@@ -119,7 +120,8 @@ struct EndpointConditions {
   std::optional<bool> serving{};
   std::optional<bool> terminating{};
   bool is_ready() const { return ready.value_or(true); }
-  bool is_serving() const { return serving.value_or(is_ready()); }
+  // kube-proxy's reading (endpointslicecache.go): an unset serving condition is true.
+  bool is_serving() const { return serving.value_or(true); }
   bool is_terminating() const { return terminating.value_or(false); }
   friend bool operator==(const EndpointConditions&, const EndpointConditions&) = default;
 };

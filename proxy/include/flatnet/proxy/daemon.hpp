@@ -170,6 +170,7 @@ class SyncLoop {
   std::optional<SteadyTime> last_full_{};
   std::optional<SteadyTime> retry_at_{};
   std::vector<WallTime> pending_triggers_{};  // of changes not yet programmed
+  WallTime started_{};  // trigger times before this are older than the proxy: not measured
 };
 
 // Blocks SIGTERM and SIGINT in the calling thread, so that threads started later inherit the mask

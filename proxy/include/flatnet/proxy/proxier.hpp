@@ -22,7 +22,9 @@ struct SyncRequest {
 struct SyncOutcome {
   bool ok = true;
   std::string error{};   // what failed, for the log: `iptables-restore: line 12: ...`
-  bool partial = false;  // only the changed service ports were rewritten
+  bool partial = false;  // only the changed service ports were (to be) rewritten
+  // The kernel refused the ruleset (iptables-restore failed), as opposed to a failure around it.
+  bool restore_failed = false;
   std::size_t rules_written = 0;
   std::chrono::nanoseconds duration{};
 };

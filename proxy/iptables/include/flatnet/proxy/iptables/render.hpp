@@ -33,8 +33,10 @@ struct RenderOptions {
   std::optional<netmodel::IpPrefix> cluster_cidr{};  // --cluster-cidr (local-traffic detector)
   bool masquerade_all = false;
   unsigned masquerade_bit = 14;  // mark 1<<bit, "0x4000/0x4000" by default
-  // Node ports: empty => match every local address ("-m addrtype --dst-type LOCAL");
-  // else one "-d <ip>/32" rule per address (kube-proxy with --nodeport-addresses).
+  // Node ports: unrestricted, they answer on every local address ("-m addrtype --dst-type
+  // LOCAL"); restricted (kube-proxy with --nodeport-addresses), one "-d <ip>/32" rule per address
+  // in node_port_addresses, and none at all when no node address matched.
+  bool node_ports_restricted = false;
   std::vector<netmodel::IpAddress> node_port_addresses{};
 };
 
