@@ -53,6 +53,11 @@ class FakeIptables final : public Iptables {
       if (line.starts_with("*")) table = line.substr(1);
       if (line.starts_with(":")) log_->chains[table].insert(line.substr(1, line.find(' ') - 1));
       if (line.starts_with("-X ")) log_->chains[table].erase(line.substr(3));
+      if (line.starts_with("-I ")) {  // a jump: stored as "table chain args", quotes dropped
+        std::string jump = table + " " + line.substr(3);
+        std::erase(jump, '"');
+        log_->jumps.insert(jump);
+      }
       pos = end + 1;
     }
     return {};
@@ -305,7 +310,8 @@ TEST(ProxyIptablesProxier, NodePortAddressesThatMatchNothingOpenNoNodePort) {
   Harness h(config);  // the node's address is 172.18.0.2
   const auto state = state_with({endpoint("10.244.2.5", 5353)});
   ASSERT_TRUE(h.sync(state, diff({}, state), true).ok);
-  EXPECT_THAT(h.log.restores[0], Not(HasSubstr("-j KUBE-NODEPORTS")));
+  // No jump from KUBE-SERVICES to KUBE-NODEPORTS at all (its comment names it).
+  EXPECT_THAT(h.log.restores[0], Not(HasSubstr("kubernetes service nodeports")));
   EXPECT_THAT(h.log.restores[0], Not(HasSubstr("--dst-type LOCAL")));
 
   ProxyConfig matching;

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <utility>
@@ -16,11 +17,6 @@ namespace {
 constexpr std::string_view kLog = "proxier";
 
 using Clock = std::chrono::steady_clock;
-
-std::string first_line(const std::string& text) {
-  const auto end = text.find('\n');
-  return end == std::string::npos ? text : text.substr(0, end);
-}
 
 std::string trimmed(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
@@ -86,8 +82,10 @@ class IptablesProxier final : public Proxier {
     outcome.partial = !full;
     try {
       if (full) refresh_node();
-      const auto rendered =
+      auto rendered =
           render(request.state, options_, full ? nullptr : &request.changes.changed, nat_chains_);
+      // Full syncs also put back missing jumps from the built-in chains, in the same transaction.
+      if (full) add_missing_jumps(rendered.text);
       const auto restored = iptables_->restore(rendered.text);
       if (!restored.ok()) {
         outcome.ok = false;
@@ -100,8 +98,7 @@ class IptablesProxier final : public Proxier {
         nat_chains_ = rendered.nat_chains;
         outcome.partial = rendered.partial;
         outcome.rules_written = rendered.rules;
-        if (full) ensure_jumps(outcome);
-        synced_once_ = outcome.ok;
+        synced_once_ = true;
         clean_conntrack(request.state);
         last_state_ = request.state;
       }
@@ -179,10 +176,12 @@ class IptablesProxier final : public Proxier {
                      "until one is");
       }
     }
+    saved_nat_.reset();
     if (!synced_once_) {
       const auto saved = iptables_->save("nat");
       if (saved.ok()) {
         nat_chains_ = our_chains(saved.output);
+        saved_nat_ = saved.output;
       } else {
         // Chains an earlier run left stay until a later full sync can read them.
         log::warning(kLog, "iptables-save -t nat (" + iptables_->backend() +
@@ -191,24 +190,39 @@ class IptablesProxier final : public Proxier {
     }
   }
 
-  // Lists each built-in chain that holds a jump once (`iptables -S`), then inserts only the
-  // jumps missing. One `-C` per jump would read the whole table for each (iptables-legacy has
-  // no other way to read it), which at 10k services costs as much as the restore itself.
-  void ensure_jumps(SyncOutcome& outcome) {
+  // Adds `-I` lines for the jump rules missing from the built-in chains to `text`, before each
+  // table's COMMIT (kube-proxy inserts each at the top of its chain; so does -I). What exists is
+  // read once per chain with `iptables -S`, or from the nat dump the first sync already made:
+  // one `iptables -C` per jump would read the whole table each time with iptables-legacy, and
+  // one `-I` per jump would write it back each time.
+  void add_missing_jumps(std::string& text) {
     std::map<std::pair<std::string, std::string>, std::string> listed;
+    std::map<std::string, std::string> lines;  // table -> "-I ..." lines
     for (const auto& rule : jump_rules()) {
       const std::pair<std::string, std::string> key{rule.table, rule.chain};
       if (!listed.contains(key)) {
-        const auto list = iptables_->run({"-t", rule.table, "-S", rule.chain});
-        listed[key] = list.ok() ? list.output : "";
+        if (rule.table == "nat" && saved_nat_) {
+          listed[key] = *saved_nat_;
+        } else {
+          const auto list = iptables_->run({"-t", rule.table, "-S", rule.chain});
+          listed[key] = list.ok() ? list.output : "";
+        }
       }
       if (holds_jump(listed[key], rule)) continue;
-      const auto inserted = iptables_->run(rule_args(rule, "-I"));
-      if (!inserted.ok()) {
-        outcome.ok = false;
-        outcome.error = "insert jump rule into " + rule.table + " " + rule.chain + ": " +
-                        first_line(trimmed(inserted.error));
-        return;
+      std::string line = "-I " + rule.chain;
+      for (const auto& arg : rule.args) {
+        line += ' ';
+        line += arg.find(' ') == std::string::npos ? arg : "\"" + arg + "\"";
+      }
+      lines[rule.table] += line + "\n";
+    }
+    for (const auto& [table, add] : lines) {
+      const auto start = text.find("*" + table + "\n");
+      const auto commit = start == std::string::npos ? start : text.find("COMMIT\n", start);
+      if (commit == std::string::npos) {
+        text += "*" + table + "\n" + add + "COMMIT\n";
+      } else {
+        text.insert(commit, add);
       }
     }
   }
@@ -239,6 +253,7 @@ class IptablesProxier final : public Proxier {
   std::vector<IpAddress> node_addresses_;
   std::set<std::string> nat_chains_;
   ProxyState last_state_;
+  std::optional<std::string> saved_nat_;  // the nat dump of this full sync, when one was made
   bool synced_once_ = false;
 };
 
