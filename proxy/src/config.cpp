@@ -20,6 +20,7 @@
 namespace flatnet::proxy {
 
 namespace po = boost::program_options;
+using netmodel::edit_distance;
 using netmodel::IpAddress;
 using netmodel::IpPrefix;
 using netmodel::quote;
@@ -201,22 +202,6 @@ const std::map<std::string, FieldRule, std::less<>>& known_fields() {
       {"logging", {false, "use -v"}},
   };
   return kFields;
-}
-
-std::size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j)
-    row[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t diagonal = row[0];
-    row[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      const std::size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = up;
-    }
-  }
-  return row[b.size()];
 }
 
 // The known field at the same level that `path` most likely misspells, or "".

@@ -5,6 +5,7 @@
 // directory`. Callers that handle "already exists" or "already gone" on purpose test code().
 
 #include <cerrno>
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -31,6 +32,10 @@ class KernelFeatureMissing : public std::system_error {
 // `text` in double quotes for a message, control characters escaped as \xNN (a NUL would
 // otherwise end the message, a newline break a log line).
 std::string quote(std::string_view text);
+
+// The Levenshtein distance between `a` and `b`: how messages find the field a user most likely
+// misspelt ("did you mean hostnameOverride?").
+std::size_t edit_distance(std::string_view a, std::string_view b);
 
 inline bool is_errno(const std::system_error& e, int err) {
   return e.code() == std::error_code(err, std::generic_category());
