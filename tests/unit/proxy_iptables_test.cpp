@@ -13,6 +13,7 @@
 #include "flatnet/proxy/iptables/conntrack.hpp"
 #include "flatnet/proxy/iptables/proxier.hpp"
 #include "flatnet/proxy/iptables/render.hpp"
+#include "flatnet/proxy/iptables/runner.hpp"
 
 namespace flatnet::proxy::iptables {
 namespace {
@@ -326,6 +327,75 @@ TEST(ProxyIptablesProxier, OurChainsAreReadFromASavedTable) {
       "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-ABC - [0:0]\n"
       ":KUBE-KUBELET-CANARY - [0:0]\n:DOCKER - [0:0]\n-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n";
   EXPECT_EQ(our_chains(saved), (std::set<std::string>{"KUBE-SERVICES", "KUBE-SVC-ABC"}));
+}
+
+// --- iptables-nft's chain list (runner.hpp) -----------------------------------------------------
+
+TEST(NftChainList, EachLookupWalksPastTheSmallerNamesInTheList) {
+  // B: empty list, 1. A: before B, 1. "-A A": A first, 1; its target B: after A, 2. "-A B -j
+  // ACCEPT": B, 2 (ACCEPT is a verdict, no chain).
+  EXPECT_EQ(nft_chain_list_steps(":B - [0:0]\n:A - [0:0]\n-A A -j B\n-A B -j ACCEPT\n"), 7u);
+  // Lines without a chain cost nothing; a quoted comment that reads like a jump is no jump.
+  EXPECT_EQ(nft_chain_list_steps("# -A X -j Y\n-A X -m comment --comment \"a -j B\" -j DNAT "
+                                 "--to-destination 10.0.0.1:80\n"),
+            1u);
+  // -g and renames count; a chain the block declares counts as a target even in capitals. FOO:
+  // 1. KUBE-X: after FOO, 2; FOO: 1. KUBE-X: 2; KUBE-Y: after FOO and KUBE-X, 3.
+  EXPECT_EQ(nft_chain_list_steps(":FOO - [0:0]\n-A KUBE-X -g FOO\n-E KUBE-X KUBE-Y\n"),
+            1u + (2u + 1u) + (2u + 3u));
+}
+
+TEST(NftChainList, AscendingNamesCostTheirSquareDescendingOnlyTheirCount) {
+  std::string ascending, descending;
+  for (int i = 0; i < 1000; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "KUBE-SVC-%04d", i);
+    ascending += std::string(":") + name + " - [0:0]\n";
+    std::snprintf(name, sizeof name, "KUBE-SVC-%04d", 999 - i);
+    descending += std::string(":") + name + " - [0:0]\n";
+  }
+  EXPECT_EQ(nft_chain_list_steps(ascending), 1000u * 1001u / 2u);
+  EXPECT_EQ(nft_chain_list_steps(descending), 1000u);
+  // Counting stops once past the limit.
+  EXPECT_LT(nft_chain_list_steps(ascending, 10'000), 20'000u);
+}
+
+TEST(NftChainList, OnlyCostlyBlocksGetTheListing) {
+  std::string nat = "*nat\n";
+  for (int i = 0; i < 200; ++i)
+    nat += ":KUBE-SVC-" + std::to_string(1000 + i) + " - [0:0]\n";
+  nat += "COMMIT\n";
+  const std::string text = "*filter\n:KUBE-FORWARD - [0:0]\nCOMMIT\n" + nat;
+  std::vector<std::size_t> inserted;
+  EXPECT_EQ(with_full_table_cache(text, 1'000'000, inserted), text);
+  EXPECT_TRUE(inserted.empty());
+  const auto out = with_full_table_cache(text, 1'000, inserted);
+  EXPECT_EQ(inserted, (std::vector<std::size_t>{5, 6, 7, 8, 9}));
+  EXPECT_EQ(out,
+            "*filter\n:KUBE-FORWARD - [0:0]\nCOMMIT\n*nat\n:PREROUTING - [0:0]\n:INPUT - "
+            "[0:0]\n:OUTPUT - [0:0]\n:POSTROUTING - [0:0]\n-S\n" +
+                nat.substr(5));
+  // An empty block costs nothing; a text without a final newline.
+  EXPECT_EQ(with_full_table_cache("*nat\nCOMMIT\n*filter\n:A - [0:0]", 0, inserted),
+            "*nat\nCOMMIT\n*filter\n:INPUT - [0:0]\n:FORWARD - [0:0]\n:OUTPUT - [0:0]\n-S\n:A "
+            "- [0:0]");
+  EXPECT_EQ(inserted, (std::vector<std::size_t>{4, 5, 6, 7}));
+  // A table iptables-nft does not know is left as it is.
+  EXPECT_EQ(with_full_table_cache("*other\n:A - [0:0]\nCOMMIT\n", 0, inserted),
+            "*other\n:A - [0:0]\nCOMMIT\n");
+  EXPECT_TRUE(inserted.empty());
+}
+
+TEST(NftChainList, ErrorsNameTheLinesOfTheTextAsRendered) {
+  const std::vector<std::size_t> inserted = {5, 6, 40};
+  EXPECT_EQ(renumber_lines("iptables-nft-restore: line 12 failed: No such file\n", inserted),
+            "iptables-nft-restore: line 10 failed: No such file\n");
+  EXPECT_EQ(renumber_lines("Bad argument\nError occurred at line: 41\n", inserted),
+            "Bad argument\nError occurred at line: 38\n");
+  EXPECT_EQ(renumber_lines("line 3 failed; line 6 failed", inserted),
+            "line 3 failed; line 4 failed");  // an added line: its "*table" line
+  EXPECT_EQ(renumber_lines("no line number here, lines", inserted), "no line number here, lines");
+  EXPECT_EQ(renumber_lines("line 7 failed", {}), "line 7 failed");
 }
 
 }  // namespace
