@@ -13,6 +13,7 @@
 
 #include "flatnet/proxy/iptables/chains.hpp"
 #include "flatnet/proxy/iptables/render.hpp"
+#include "flatnet/proxy/iptables/runner.hpp"
 #include "flatnet/proxy/model.hpp"
 
 namespace flatnet::proxy::iptables {
@@ -654,6 +655,125 @@ TEST(Partial, DeletesStaleChainsAfterFlushingThem) {
     EXPECT_THAT(result.text, Not(HasSubstr("-X KUBE-KUBELET-CANARY")));
     EXPECT_THAT(result.text, Not(HasSubstr("-X KUBE-SERVICES")));
   }
+}
+
+// N services of one port and two endpoints, every other one with a node port if asked.
+ProxyState many_services(std::uint32_t n, bool node_ports) {
+  ProxyState state;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const auto name = port_name("ns", "svc-" + std::to_string(i), "p80");
+    auto info = service("172.30.0.1", 80);
+    info.cluster_ip = IpAddress::v4((172u << 24) | (30u << 16) | (i + 1));
+    if (node_ports && i % 2 == 0) info.node_port = static_cast<std::uint16_t>(30000 + i);
+    auto& list = state.endpoints[name];
+    for (std::uint32_t k = 0; k < 2; ++k) {
+      EndpointInfo e;
+      e.ip = IpAddress::v4((10u << 24) | (180u << 16) | (2 * i + k));
+      e.port = 8080;
+      list.push_back(e);
+    }
+    state.services[name] = info;
+  }
+  return state;
+}
+
+TEST(Render, EntryRulesComeSortedByTheirTargetLastFirst) {
+  const auto result = render(many_services(300, true), with_cluster_cidr(), nullptr, {});
+  expect_consistent(result, {});
+  std::vector<std::string> targets;
+  std::size_t services_rules = 0;
+  bool nodeports_jump_last = false;
+  for (const auto& l : lines_of(result.text.substr(result.text.find("*nat")))) {
+    const bool services = l.starts_with("-A KUBE-SERVICES ");
+    if (!services && !l.starts_with("-A KUBE-NODEPORTS ")) continue;
+    nodeports_jump_last = l.ends_with("-j KUBE-NODEPORTS");
+    if (nodeports_jump_last) continue;
+    services_rules += services ? 1 : 0;
+    targets.push_back(l.substr(l.rfind(" -j ") + 4));
+  }
+  EXPECT_TRUE(nodeports_jump_last);
+  EXPECT_EQ(services_rules, 300u);
+  ASSERT_EQ(targets.size(), 450u);
+  EXPECT_TRUE(std::is_sorted(targets.rbegin(), targets.rend())) << "not in descending order";
+}
+
+// iptables-nft keeps the chain names of a --noflush transaction in a sorted list (runner.hpp).
+// A full render names every chain; a partial one names the top-level chains' targets in an order
+// that list finds at its head, so its cost grows with the services, not with their square.
+// (Node ports are the exception: every KUBE-EXT name sorts before KUBE-NODEPORTS, so each rule of
+// that chain walks past the targets of the ones before it.)
+TEST(Render, APartialRenderOfManyServicesIsCheapForIptablesNft) {
+  const auto state = many_services(2000, false);
+  const auto full = render(state, with_cluster_cidr(), nullptr, {});
+  const auto nat = [](const std::string& text) {
+    return std::string_view(text).substr(text.find("*nat\n") + 5);
+  };
+  EXPECT_GT(nft_chain_list_steps(nat(full.text)), kNftFullCacheSteps);
+  const std::set<ServicePortName> changed = {port_name("ns", "svc-1000", "p80")};
+  const auto partial = render(state, with_cluster_cidr(), &changed, full.nat_chains);
+  const auto steps = nft_chain_list_steps(nat(partial.text));
+  EXPECT_LT(steps, 20u * 2000u) << "2000 entry rules";
+  // The same rules with their targets in ascending order cost the square of their count.
+  auto lines = lines_of(std::string(nat(partial.text)));
+  std::vector<std::size_t> at;
+  std::vector<std::string> entry;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    if (!lines[i].starts_with("-A KUBE-SERVICES -d")) continue;
+    at.push_back(i);
+    entry.push_back(lines[i]);
+  }
+  const auto target = [](const std::string& l) { return l.substr(l.rfind(" -j ") + 4); };
+  std::sort(entry.begin(), entry.end(),
+            [&](const std::string& a, const std::string& b) { return target(a) < target(b); });
+  for (std::size_t k = 0; k < at.size(); ++k)
+    lines[at[k]] = entry[k];
+  std::string reordered;
+  for (const auto& l : lines)
+    reordered += l + "\n";
+  EXPECT_GT(nft_chain_list_steps(reordered), 50 * steps);
+}
+
+TEST(Partial, LeavesUnchangedEntryChainsAlone) {
+  const auto state = many_services(50, true);
+  const auto full = render(state, with_cluster_cidr(), nullptr, {});
+  EXPECT_TRUE(full.wrote_entry_rules);
+  EXPECT_THAT(full.entry_rules, HasSubstr("-j KUBE-NODEPORTS\n"));
+  // One endpoint moves: the service's chains are rewritten, KUBE-SERVICES and KUBE-NODEPORTS in
+  // nat are not (filter's chains still are).
+  auto moved = state;
+  const auto name = port_name("ns", "svc-7", "p80");
+  moved.endpoints[name].front().ip = ip("10.181.0.1");
+  const std::set<ServicePortName> changed = {name};
+  const auto partial =
+      render(moved, with_cluster_cidr(), &changed, full.nat_chains, &full.entry_rules);
+  expect_consistent(partial, full.nat_chains);
+  EXPECT_FALSE(partial.wrote_entry_rules);
+  EXPECT_EQ(partial.entry_rules, full.entry_rules);
+  const auto nat = partial.text.substr(partial.text.find("*nat\n"));
+  EXPECT_THAT(nat, Not(HasSubstr(":KUBE-SERVICES ")));
+  EXPECT_THAT(nat, Not(HasSubstr(":KUBE-NODEPORTS ")));
+  EXPECT_THAT(nat, Not(HasSubstr("-A KUBE-SERVICES ")));
+  EXPECT_THAT(nat, Not(HasSubstr("-A KUBE-NODEPORTS ")));
+  EXPECT_THAT(nat, HasSubstr(":" + svc_chain(name) + " - [0:0]\n"));
+  EXPECT_THAT(partial.text.substr(0, partial.text.find("*nat\n")),
+              HasSubstr(":KUBE-SERVICES - [0:0]\n"));
+  std::size_t lines = 0;
+  for (const auto& l : lines_of(partial.text))
+    lines += l.starts_with("-A ") ? 1 : 0;
+  EXPECT_EQ(partial.rules, lines);
+  // The same change without the previous entry rules, or a full render, writes them.
+  EXPECT_TRUE(render(moved, with_cluster_cidr(), &changed, full.nat_chains).wrote_entry_rules);
+  EXPECT_TRUE(render(moved, with_cluster_cidr(), nullptr, full.nat_chains, &full.entry_rules)
+                  .wrote_entry_rules);
+  // A service that loses its endpoints leaves KUBE-SERVICES: written.
+  auto lost = state;
+  lost.endpoints.erase(name);
+  const auto rewritten =
+      render(lost, with_cluster_cidr(), &changed, full.nat_chains, &full.entry_rules);
+  expect_consistent(rewritten, full.nat_chains);
+  EXPECT_TRUE(rewritten.wrote_entry_rules);
+  EXPECT_THAT(rewritten.text, HasSubstr("*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-NODEPORTS - [0:0]\n"));
+  EXPECT_THAT(rewritten.text, Not(HasSubstr("-j " + svc_chain(name) + "\n")));
 }
 
 TEST(Render, RepeatedRendersAreIdentical) {

@@ -82,8 +82,8 @@ class IptablesProxier final : public Proxier {
     outcome.partial = !full;
     try {
       if (full) refresh_node();
-      auto rendered =
-          render(request.state, options_, full ? nullptr : &request.changes.changed, nat_chains_);
+      auto rendered = render(request.state, options_, full ? nullptr : &request.changes.changed,
+                             nat_chains_, full ? nullptr : &entry_rules_);
       // Full syncs also put back missing jumps from the built-in chains, in the same transaction.
       if (full) add_missing_jumps(rendered.text);
       const auto restored = iptables_->restore(rendered.text);
@@ -96,6 +96,7 @@ class IptablesProxier final : public Proxier {
         synced_once_ = false;
       } else {
         nat_chains_ = rendered.nat_chains;
+        entry_rules_ = std::move(rendered.entry_rules);
         outcome.partial = rendered.partial;
         outcome.rules_written = rendered.rules;
         synced_once_ = true;
@@ -150,6 +151,7 @@ class IptablesProxier final : public Proxier {
       if (!restored.ok()) fail("iptables-restore: " + trimmed(restored.error));
     }
     nat_chains_.clear();
+    entry_rules_.clear();
     synced_once_ = false;
     return ok;
   }
@@ -252,6 +254,7 @@ class IptablesProxier final : public Proxier {
   RenderOptions options_;
   std::vector<IpAddress> node_addresses_;
   std::set<std::string> nat_chains_;
+  std::string entry_rules_;  // KUBE-SERVICES and KUBE-NODEPORTS in nat, as last applied
   ProxyState last_state_;
   std::optional<std::string> saved_nat_;  // the nat dump of this full sync, when one was made
   bool synced_once_ = false;

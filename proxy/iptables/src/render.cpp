@@ -135,12 +135,23 @@ class HashCache {
       hashes_;
 };
 
+// One line of entry_text: [begin, end) and the chain it jumps to.
+struct EntryRule {
+  ChainName target;
+  std::size_t begin, end;
+};
+
 // Buffers reused from one render to the next (kube-proxy keeps its line buffers the same way).
 struct Scratch {
   HashCache hashes;
   std::string filter_rules;
   std::string nat_chains;
   std::string nat_rules;
+  // The nat rules of KUBE-SERVICES and KUBE-NODEPORTS that jump to a service's chain, written
+  // out sorted by that chain (see Renderer::write_entry_rules).
+  std::string entry_text;
+  std::vector<EntryRule> entry_rules;
+  std::string stale;                           // "-X" lines
   std::string key;                             // the text hashed into an endpoint chain name
   std::vector<std::string> probabilities{""};  // [n]: "1/n", as kube-proxy precomputes them
 };
@@ -172,11 +183,12 @@ class Renderer {
  public:
   Renderer(const ProxyState& state, const RenderOptions& options,
            const std::set<ServicePortName>* changed, const std::set<std::string>& previous,
-           Scratch& scratch, RenderResult& result)
+           const std::string* previous_entries, Scratch& scratch, RenderResult& result)
       : state_(state),
         options_(options),
         changed_(changed),
         previous_(previous),
+        previous_entries_(previous_entries),
         s_(scratch),
         result_(result) {}
 
@@ -195,6 +207,14 @@ class Renderer {
                             std::size_t count);
   ChainName endpoint_chain(const EndpointInfo& endpoint);
   void declare_nat(std::string_view chain) { line(s_.nat_chains, ':', chain, " - [0:0]"); }
+  // A nat rule of KUBE-SERVICES or KUBE-NODEPORTS jumping to `target`.
+  template <typename... Parts>
+  void entry_rule(std::string_view chain, const ChainName& target, const Parts&... parts) {
+    const std::size_t begin = s_.entry_text.size();
+    line(s_.entry_text, "-A ", chain, parts..., " -j ", target);
+    s_.entry_rules.push_back({target, begin, s_.entry_text.size()});
+  }
+  void write_entry_rules();
   // The start of an "-A" line, counted.
   std::string& rule(std::string& out) {
     ++result_.rules;
@@ -217,6 +237,7 @@ class Renderer {
   const RenderOptions& options_;
   const std::set<ServicePortName>* changed_;
   const std::set<std::string>& previous_;
+  const std::string* previous_entries_;
   Scratch& s_;
   RenderResult& result_;
   bool large_cluster_ = false;
@@ -225,6 +246,7 @@ class Renderer {
   // rendering them).
   std::vector<ChainName> wanted_;
   std::vector<Target> targets_;  // of the service port being written
+  std::size_t entry_count_ = 0;  // lines in result_.entry_rules
 
   // The service port being written.
   std::string name_text_;  // "ns/svc:port"
@@ -242,6 +264,8 @@ void Renderer::run() {
   s_.filter_rules.clear();
   s_.nat_chains.clear();
   s_.nat_rules.clear();
+  s_.entry_text.clear();
+  s_.entry_rules.clear();
   // Roughly what each line costs, so that the buffers grow at most once.
   const std::size_t services = state_.services.size();
   s_.filter_rules.reserve(1024 + services * 160);
@@ -253,8 +277,8 @@ void Renderer::run() {
   const int mark_size = std::snprintf(mark_text, sizeof mark_text, "0x%x", 1u << bit);
   const std::string_view mark(mark_text, static_cast<std::size_t>(mark_size));
 
+  // Declared at the end: KUBE-SERVICES and KUBE-NODEPORTS only when they are written.
   for (const auto chain : {kServicesChain, kNodePortsChain, kPostroutingChain, kMarkMasqChain}) {
-    declare_nat(chain);
     result_.nat_chains.emplace(chain);
   }
 
@@ -277,25 +301,15 @@ void Renderer::run() {
     result_.nat_chains.emplace_hint(result_.nat_chains.end(), chain.view());
   }
 
+  write_entry_rules();
+
   // Chains that existed and are no longer wanted: a chain line flushes each, then "-X" deletes
   // it (flushing all first lets stale chains that jump to each other go in one transaction).
+  s_.stale.clear();
   for (const auto& chain : previous_) {
     if (!is_service_chain(chain) || result_.nat_chains.contains(chain)) continue;
     declare_nat(chain);
-    line(s_.nat_rules, "-X ", chain);
-  }
-
-  // The jump to KUBE-NODEPORTS must stay the last rule of KUBE-SERVICES.
-  if (!options_.node_ports_restricted && options_.node_port_addresses.empty()) {
-    line(rule(s_.nat_rules), kServicesChain, " ! -d 127.0.0.0/8 -m comment --comment ",
-         kNodePortsComment, " -m addrtype --dst-type LOCAL -j ", kNodePortsChain);
-  } else {
-    for (const auto& address : options_.node_port_addresses) {
-      // Node ports on loopback need route_localnet, which flatnet-proxy does not set.
-      if (address.is_loopback() || !address.is_v4()) continue;
-      line(rule(s_.nat_rules), kServicesChain, " -d ", Host{address}, " -m comment --comment ",
-           kNodePortsComment, " -j ", kNodePortsChain);
-    }
+    line(s_.stale, "-X ", chain);
   }
 
   // Drop packets conntrack calls INVALID: they would otherwise reach a pod un-NATed and be
@@ -311,7 +325,8 @@ void Renderer::run() {
   auto& text = result_.text;
   constexpr std::string_view kFilterChains[] = {
       kServicesChain, kExternalServicesChain, kForwardChain, kNodePortsChain, kProxyFirewallChain};
-  text.reserve(256 + s_.filter_rules.size() + s_.nat_chains.size() + s_.nat_rules.size());
+  text.reserve(256 + s_.filter_rules.size() + s_.nat_chains.size() + s_.nat_rules.size() +
+               result_.entry_rules.size() + s_.stale.size());
   text.append("*filter\n");
   for (const auto chain : kFilterChains) {
     line(text, ':', chain, " - [0:0]");
@@ -319,9 +334,58 @@ void Renderer::run() {
   }
   text.append(s_.filter_rules);
   text.append("COMMIT\n*nat\n");
+  // A partial sync leaves KUBE-SERVICES and KUBE-NODEPORTS alone when their rules are the ones
+  // the kernel has: with 10,000 services they are most of what such a sync would write.
+  const bool write_entries =
+      !changed_ || !previous_entries_ || *previous_entries_ != result_.entry_rules;
+  if (write_entries) {
+    line(text, ':', kServicesChain, " - [0:0]");
+    line(text, ':', kNodePortsChain, " - [0:0]");
+    result_.rules += entry_count_;
+  }
+  line(text, ':', kPostroutingChain, " - [0:0]");
+  line(text, ':', kMarkMasqChain, " - [0:0]");
   text.append(s_.nat_chains);
   text.append(s_.nat_rules);
+  if (write_entries) text.append(result_.entry_rules);
+  text.append(s_.stale);
   text.append("COMMIT\n");
+  result_.wrote_entry_rules = write_entries;
+}
+
+// The rules that send traffic into a service match distinct destinations (address, protocol,
+// port), so their order does not matter; kube-proxy writes them in map order. Here they are
+// sorted by the chain they jump to, last name first. iptables-nft 1.8.x restoring with --noflush
+// keeps every chain name a transaction mentions in a sorted linked list searched from its head
+// (see runner.hpp); names that arrive in descending order are each found at the head, so a
+// partial sync that rewrites these chains for 10,000 services costs it 10^5 steps, not 10^8.
+void Renderer::write_entry_rules() {
+  auto& rules = s_.entry_rules;
+  std::stable_sort(rules.begin(), rules.end(), [](const EntryRule& a, const EntryRule& b) {
+    return a.target.view() > b.target.view();
+  });
+  auto& out = result_.entry_rules;
+  out.reserve(s_.entry_text.size() + 256);
+  for (const auto& entry : rules) {
+    out.append(s_.entry_text, entry.begin, entry.end - entry.begin);
+  }
+  entry_count_ = rules.size();
+
+  // The jump to KUBE-NODEPORTS must stay the last rule of KUBE-SERVICES.
+  const auto last = [&](const auto&... parts) {
+    ++entry_count_;
+    line(out, "-A ", kServicesChain, parts..., " -j ", kNodePortsChain);
+  };
+  if (!options_.node_ports_restricted && options_.node_port_addresses.empty()) {
+    last(" ! -d 127.0.0.0/8 -m comment --comment ", kNodePortsComment,
+         " -m addrtype --dst-type LOCAL");
+  } else {
+    for (const auto& address : options_.node_port_addresses) {
+      // Node ports on loopback need route_localnet, which flatnet-proxy does not set.
+      if (address.is_loopback() || !address.is_v4()) continue;
+      last(" -d ", Host{address}, " -m comment --comment ", kNodePortsComment);
+    }
+  }
 }
 
 ChainName Renderer::endpoint_chain(const EndpointInfo& endpoint) {
@@ -370,9 +434,9 @@ void Renderer::write_service(const ServicePortName& name, const ServicePortInfo&
 
   // Traffic to the cluster IP.
   if (has_internal) {
-    line(rule(nat), kServicesChain, " -d ", Host{info.cluster_ip}, " -p ", proto,
-         " -m comment --comment \"", name_text, " cluster IP\" -m ", proto, " --dport ",
-         Num{info.port}, " -j ", internal_chain);
+    entry_rule(kServicesChain, internal_chain, " -d ", Host{info.cluster_ip}, " -p ", proto,
+               " -m comment --comment \"", name_text, " cluster IP\" -m ", proto, " --dport ",
+               Num{info.port});
   } else {
     line(rule(filter), kServicesChain, " -d ", Host{info.cluster_ip}, " -p ", proto,
          " -m comment --comment \"", name_text, internal_verdict.reason, "\" -m ", proto,
@@ -383,9 +447,9 @@ void Renderer::write_service(const ServicePortName& name, const ServicePortInfo&
   // rejects or drops what KUBE-EXT did not short-circuit.
   const auto external_destination = [&](const IpAddress& address, std::string_view what) {
     if (has_endpoints) {
-      line(rule(nat), kServicesChain, " -d ", Host{address}, " -p ", proto,
-           " -m comment --comment \"", name_text, what, "\" -m ", proto, " --dport ",
-           Num{info.port}, " -j ", ext);
+      entry_rule(kServicesChain, ext, " -d ", Host{address}, " -p ", proto,
+                 " -m comment --comment \"", name_text, what, "\" -m ", proto, " --dport ",
+                 Num{info.port});
     }
     if (!has_external) {
       line(rule(filter), kExternalServicesChain, " -d ", Host{address}, " -p ", proto,
@@ -401,8 +465,8 @@ void Renderer::write_service(const ServicePortName& name, const ServicePortInfo&
 
   if (info.node_port != 0) {
     if (has_endpoints) {
-      line(rule(nat), kNodePortsChain, " -p ", proto, " -m comment --comment \"", name_text,
-           "\" -m ", proto, " --dport ", Num{info.node_port}, " -j ", ext);
+      entry_rule(kNodePortsChain, ext, " -p ", proto, " -m comment --comment \"", name_text,
+                 "\" -m ", proto, " --dport ", Num{info.node_port});
     }
     if (!has_external) {
       line(rule(filter), kExternalServicesChain, " -p ", proto, " -m comment --comment \"",
@@ -550,10 +614,12 @@ void Renderer::write_endpoint_jumps(const ChainName& chain, const ServicePortInf
 
 RenderResult render(const ProxyState& state, const RenderOptions& options,
                     const std::set<ServicePortName>* changed,
-                    const std::set<std::string>& previous_nat_chains) {
+                    const std::set<std::string>& previous_nat_chains,
+                    const std::string* previous_entry_rules) {
   RenderResult result;
   result.partial = changed != nullptr;
-  Renderer(state, options, changed, previous_nat_chains, scratch(), result).run();
+  Renderer(state, options, changed, previous_nat_chains, previous_entry_rules, scratch(), result)
+      .run();
   return result;
 }
 

@@ -46,20 +46,27 @@ struct RenderResult {
   std::set<std::string> nat_chains;     // every chain of ours in nat once applied
   std::size_t rules = 0;                // "-A" lines written
   bool partial = false;
+  // The nat rules of KUBE-SERVICES and KUBE-NODEPORTS, as rendered (in `text` unless
+  // !wrote_entry_rules): what a later partial render compares with.
+  std::string entry_rules;
+  bool wrote_entry_rules = true;
 };
 
 // changed == nullptr: full render, every chain declared and written. Otherwise a partial render:
 // the top-level chains (KUBE-SERVICES, KUBE-NODEPORTS, KUBE-EXTERNAL-SERVICES, KUBE-POSTROUTING,
-// KUBE-MARK-MASQ, KUBE-FORWARD, KUBE-PROXY-FIREWALL) are always rewritten; per-service chains
-// (KUBE-SVC/SVL/EXT/FW/SEP) only for service ports in *changed, and for any service port one of
-// whose chains is not in previous_nat_chains (it did not exist before).
+// KUBE-MARK-MASQ, KUBE-FORWARD, KUBE-PROXY-FIREWALL) are rewritten, except nat's KUBE-SERVICES
+// and KUBE-NODEPORTS when their rules equal *previous_entry_rules (the entry_rules of the render
+// last applied; kube-proxy rewrites them every time); per-service chains (KUBE-SVC/SVL/EXT/FW/SEP)
+// only for service ports in *changed, and for any service port one of whose chains is not in
+// previous_nat_chains (it did not exist before).
 // In both cases every per-service chain in previous_nat_chains that is no longer wanted is
 // flushed (declared) and deleted ("-X"), exactly as kube-proxy does. Other names in
 // previous_nat_chains (top-level or foreign chains, e.g. from iptables-save) are left alone.
 // masquerade_bit must be 0..31 (checked by the settings parser; larger values are masked).
 RenderResult render(const ProxyState& state, const RenderOptions& options,
                     const std::set<ServicePortName>* changed,
-                    const std::set<std::string>& previous_nat_chains);
+                    const std::set<std::string>& previous_nat_chains,
+                    const std::string* previous_entry_rules = nullptr);
 
 // The rules in built-in chains that lead into ours (kube-proxy's iptablesJumpChains), which the
 // proxier ensures with `iptables -C` / `iptables -I` (restore --noflush cannot edit built-in
