@@ -2,19 +2,23 @@
 // backend (iptables-nft and iptables-legacy), for services of 5 endpoints each.
 //
 //  (a) Full sync: the proxier's first sync of N services in a fresh node namespace (iptables-save,
-//      render, one `iptables-restore --noflush`, the jump rules, conntrack cleanup) against plain
-//      `iptables-restore --noflush` of the same rendered text in another fresh namespace, in
-//      alternating order; prints the medians and the ratio proxier / plain. Rendering alone
+//      render, one `iptables-restore --noflush`, the jump rules, conntrack cleanup) against the
+//      iptables-<backend>-restore binary run directly, in another fresh namespace, on the text
+//      that restore got (the rendered rules and the jump rules; without --noflush: the same
+//      result from empty tables), in alternating order;
+//      prints the medians and the ratio proxier / plain. Up to --noflush-peer-max services, the
+//      binary with --noflush too (iptables-nft's quadratic case, runner.hpp). Rendering alone
 //      (render() in-process, on a new thread and again on the same thread) is printed beside them.
 //  (b) Partial sync: after that full sync, the sync after one endpoint of one service changed.
 //  (c) Connect latency: a node namespace with a bridge, a pod listening on 10.244.1.2:8080 and a
-//      client pod; the last of N services (the last rule of KUBE-SERVICES) points at the pod, the
+//      client pod; the service whose rule is the last of N in KUBE-SERVICES points at the pod, the
 //      others at fake addresses. TCP connects from the client to that ClusterIP and, interleaved,
 //      to the pod directly; prints the median connect() time of each and the ratio.
 //
 // Usage: sudo flatnet-bench-proxy [--rounds R (3)] [--services LIST (1000,5000,10000)]
 //            [--backends LIST (nft,legacy)] [--endpoints N (5)] [--connect-services LIST
 //            (10,10000)] [--connects N (200)] [--only sync|connect] [--quiet-timeout S (20)]
+//            [--noflush-peer-max N (2000)]
 //        flatnet-bench-proxy --write-ruleset PATH [--services N]: writes the rendered ruleset.
 // Every timed step starts on a quiet machine (see wait_until_quiet). Everything happens in
 // namespaces named flatnet-bench-proxy-<pid>-*, removed at exit, on failure and on SIGINT/SIGTERM.
@@ -46,9 +50,11 @@
 #include <utility>
 #include <vector>
 
+#include "flatnet/cni/exec.hpp"
 #include "flatnet/netmodel/netlink.hpp"
 #include "flatnet/netmodel/netns.hpp"
 #include "flatnet/netmodel/sysctl.hpp"
+#include "flatnet/proxy/iptables/chains.hpp"
 #include "flatnet/proxy/iptables/conntrack.hpp"
 #include "flatnet/proxy/iptables/proxier.hpp"
 #include "flatnet/proxy/iptables/render.hpp"
@@ -188,7 +194,9 @@ IpAddress cluster_ip(int index) {
 
 // `services` service ports with `endpoints` ready endpoints each, at fake addresses from
 // 10.250.0.0 on; when `last_endpoint` is set, the last service has that endpoint alone.
-ProxyState make_state(int services, int endpoints, std::optional<EndpointInfo> last_endpoint) {
+// `real`, when given, is the only endpoint of service `real_index`.
+ProxyState make_state(int services, int endpoints, std::optional<EndpointInfo> real,
+                      int real_index = -1) {
   ProxyState state;
   std::uint32_t next_fake = 0x0AFA0000u;  // 10.250.0.0
   for (int i = 0; i < services; ++i) {
@@ -198,8 +206,8 @@ ProxyState make_state(int services, int endpoints, std::optional<EndpointInfo> l
     info.port = kServicePort;
     state.services.emplace(name, info);
     std::vector<EndpointInfo> list;
-    if (last_endpoint && i == services - 1) {
-      list.push_back(*last_endpoint);
+    if (real && i == real_index) {
+      list.push_back(*real);
     } else {
       for (int j = 0; j < endpoints; ++j) {
         EndpointInfo endpoint;
@@ -249,6 +257,7 @@ struct IptablesTimes {
   double restore = 0;  // iptables-restore
   double other = 0;    // iptables-save and iptables -S (finding missing jump rules)
   int other_calls = 0;
+  std::string first_restore;  // the text of the first restore, as the proxier passed it
 };
 
 class TimedIptables final : public ipt::Iptables {
@@ -257,6 +266,7 @@ class TimedIptables final : public ipt::Iptables {
       : inner_(std::move(inner)), times_(times) {}
   std::string backend() const override { return inner_->backend(); }
   ipt::CommandResult restore(const std::string& text) override {
+    if (times_.restore == 0) times_.first_restore = text;
     const auto start = Clock::now();
     auto result = inner_->restore(text);
     times_.restore += seconds_since(start);
@@ -331,18 +341,22 @@ ProxierSample measure_proxier(IptablesBackend backend, const ProxyState& state,
   });
 }
 
-// Plain `iptables-restore --noflush` of `text` in a fresh namespace.
-double measure_plain(IptablesBackend backend, const std::string& text) {
-  BenchNs node("plain");
+// Plain iptables-<backend>-restore of `text`, the binary run directly, in a fresh namespace.
+// Without --noflush it first flushes the (empty) tables: the same result, and the least any
+// program can spend loading this text. With --noflush it is what a proxy would run without
+// flatnet-proxy's listing for iptables-nft (runner.hpp).
+double measure_plain(IptablesBackend backend, const std::string& text, bool noflush) {
+  BenchNs node(noflush ? "noflush" : "plain");
+  const std::string binary = "/usr/sbin/iptables-" + backend_name(backend) + "-restore";
+  std::vector<std::string> args = {"--wait"};
+  if (noflush) args.insert(args.begin(), "--noflush");
   return flatnet::netmodel::run_in(node.ns(), [&] {
-    auto iptables = ipt::make_iptables(backend);
     wait_until_quiet();
     const auto start = Clock::now();
-    const auto result = iptables->restore(text);
+    const auto result = flatnet::cni::exec_program(binary, {}, text, args);
     const double took = seconds_since(start);
-    if (!result.ok()) {
-      throw std::runtime_error("iptables-" + backend_name(backend) +
-                               "-restore --noflush: " + result.error);
+    if (result.status != 0) {
+      throw std::runtime_error(binary + (noflush ? " --noflush" : "") + ": " + result.err);
     }
     return took;
   });
@@ -377,13 +391,14 @@ RenderSample measure_render(const ProxyState& state, const ipt::RenderOptions& o
 }
 
 struct SyncCell {
-  std::vector<double> render_cold, render_warm, full, full_restore, full_other, plain, partial,
-      partial_restore;
+  std::vector<double> render_cold, render_warm, full, full_restore, full_other, plain, noflush,
+      partial, partial_restore;
   std::size_t rules = 0, partial_rules = 0, text_bytes = 0;
+  std::string restored;  // by the proxier's full sync
 };
 
 void run_syncs(const std::vector<IptablesBackend>& backends, const std::vector<int>& sizes,
-               int endpoints, int rounds) {
+               int endpoints, int rounds, int noflush_peer_max) {
   std::map<std::pair<int, int>, SyncCell> cells;  // (backend, services)
   for (const auto backend : backends) {
     for (const int services : sizes) {
@@ -397,14 +412,21 @@ void run_syncs(const std::vector<IptablesBackend>& backends, const std::vector<i
         cell.render_warm.push_back(rendered.warm);
         cell.text_bytes = rendered.text.size();
         // Alternate which goes first, so that neither always meets a machine warmed by the other.
+        // The peers restore what the proxier's full sync restored (the rendered text and the
+        // jump rules it inserts), known from round 1 on, where the proxier goes first.
         ProxierSample proxier;
-        double plain = 0;
+        double plain = 0, noflush = -1;
         for (int k = 0; k < 2; ++k) {
           if ((k == 0) == (round % 2 == 0)) {
             proxier = measure_proxier(backend, state, changed);
+            if (cell.restored.empty()) cell.restored = proxier.full_times.first_restore;
           } else {
-            plain = measure_plain(backend, rendered.text);
+            plain = measure_plain(backend, cell.restored, false);
           }
+        }
+        if (services <= noflush_peer_max) {
+          noflush = measure_plain(backend, cell.restored, true);
+          cell.noflush.push_back(noflush);
         }
         if (proxier.rules != rendered.rules) {
           throw std::runtime_error("the proxier wrote " + std::to_string(proxier.rules) +
@@ -421,37 +443,39 @@ void run_syncs(const std::vector<IptablesBackend>& backends, const std::vector<i
         std::printf(
             "%-6s %6d services  round %d  render %.3f s (warm %.3f)  proxier full %.3f s "
             "(restore %.3f, save+jumps %.3f in %d calls)  plain restore %.3f s  ratio %.3f  "
-            "partial %.3f s (restore %.3f)\n",
+            "plain --noflush %.3f s  partial %.3f s (restore %.3f)\n",
             backend_name(backend).c_str(), services, round + 1, rendered.cold, rendered.warm,
             proxier.full, proxier.full_times.restore, proxier.full_times.other,
-            proxier.full_times.other_calls, plain, proxier.full / plain, proxier.partial,
+            proxier.full_times.other_calls, plain, proxier.full / plain, noflush, proxier.partial,
             proxier.partial_times.restore);
-        if (plain > 60) {
-          std::printf("  note: one plain restore took %.1f s (over 60 s)\n", plain);
-        }
         std::fflush(stdout);
       }
     }
   }
   std::printf("\nsyncs, %d endpoints per service, median of %d rounds (seconds):\n", endpoints,
               rounds);
-  std::printf("%-7s %8s %8s %7s %7s %8s %8s %8s %8s %7s %8s %9s\n", "backend", "services", "rules",
-              "MB", "render", "proxier", "restore", "other", "plain", "ratio", "partial",
-              "part/full");
+  std::printf("%-7s %8s %8s %7s %7s %8s %8s %8s %8s %7s %8s %8s %9s\n", "backend", "services",
+              "rules", "MB", "render", "proxier", "restore", "other", "plain", "ratio", "noflush",
+              "partial", "part/full");
   for (const auto& [key, cell] : cells) {
     const double full = median(cell.full), plain = median(cell.plain);
     const double partial = median(cell.partial);
-    std::printf("%-7s %8d %8zu %7.1f %7.3f %8.3f %8.3f %8.3f %8.3f %7.3f %8.3f %9.3f\n",
+    char noflush[16] = "-";
+    if (!cell.noflush.empty()) std::snprintf(noflush, sizeof noflush, "%.3f", median(cell.noflush));
+    std::printf("%-7s %8d %8zu %7.1f %7.3f %8.3f %8.3f %8.3f %8.3f %7.3f %8s %8.3f %9.3f\n",
                 backend_name(static_cast<IptablesBackend>(key.first)).c_str(), key.second,
                 cell.rules, double(cell.text_bytes) / 1e6, median(cell.render_cold), full,
-                median(cell.full_restore), median(cell.full_other), plain, full / plain, partial,
-                partial / full);
+                median(cell.full_restore), median(cell.full_other), plain, full / plain, noflush,
+                partial, partial / full);
   }
   std::printf(
       "(render: render() on a new thread; proxier: its whole first sync; restore / other: the "
-      "iptables-restore call / iptables-save and the jump rules inside it; plain: "
-      "iptables-restore --noflush of the same text; ratio: proxier / plain, target <= 1.2; "
-      "partial: the sync after one endpoint changed, target <= 0.1 of a full sync)\n");
+      "iptables-restore call / iptables-save and the jump rules inside it; plain: the binary "
+      "iptables-<backend>-restore run directly, in an empty namespace, on the text the proxier "
+      "restored (rendered rules and jump rules), without --noflush (same result); ratio: proxier / "
+      "plain, target <= 1.2; noflush: the binary with "
+      "--noflush, up to --noflush-peer-max services; partial: the sync after one endpoint "
+      "changed, target <= 0.1 of a full sync)\n");
 }
 
 // --- (c): connect latency ------------------------------------------------------------------------
@@ -575,7 +599,21 @@ ConnectCell measure_connects(IptablesBackend backend, int services, int endpoint
   real.port = kPodPort;
   real.node_name = "node-1";
   real.is_local = true;
-  const ProxyState state = make_state(services, endpoints, real);
+  // KUBE-SERVICES holds its rules sorted by target, last name first: the service whose
+  // KUBE-SVC chain name sorts first is the last rule, the one every new connection reaches last.
+  int last = 0;
+  for (int i = 1; i < services; ++i) {
+    if (ipt::svc_chain(service_name(i)) < ipt::svc_chain(service_name(last))) last = i;
+  }
+  const ProxyState state = make_state(services, endpoints, real, last);
+  {
+    const auto text = ipt::render(state, render_options(proxy_config(backend)), nullptr, {}).text;
+    const auto rule = text.rfind("\n-A KUBE-SERVICES -d ");
+    const auto expected = "-d " + cluster_ip(last).to_string() + "/32 ";
+    if (rule == std::string::npos || text.compare(rule + 18, expected.size(), expected) != 0) {
+      throw std::runtime_error("the pod's service is not the last rule of KUBE-SERVICES");
+    }
+  }
   flatnet::netmodel::run_in(node.ns(), [&] {
     auto proxier = ipt::make_proxier(proxy_config(backend), ipt::make_iptables(backend),
                                      ipt::make_conntrack(), ipt::local_addresses);
@@ -587,7 +625,7 @@ ConnectCell measure_connects(IptablesBackend backend, int services, int endpoint
   });
 
   Listener listener(pod.ns());
-  const IpAddress last_service = cluster_ip(services - 1);
+  const IpAddress last_service = cluster_ip(last);
   constexpr int kWarmup = 10;
   std::vector<double> via_service, direct;
   wait_until_quiet();
@@ -682,12 +720,13 @@ constexpr const char* kUsage =
     "           [--backends LIST (nft,legacy)] [--endpoints N (5)]\n"
     "           [--connect-services LIST (10,10000)] [--connects N (200)]\n"
     "           [--only sync|connect] [--quiet-timeout SECONDS (20)]\n"
+    "           [--noflush-peer-max N (2000): also time plain --noflush up to N services]\n"
     "       flatnet-bench-proxy --write-ruleset PATH [--services N] [--endpoints N]\n";
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  int rounds = 3, endpoints = 5, connects = 200;
+  int rounds = 3, endpoints = 5, connects = 200, noflush_peer_max = 2000;
   std::vector<int> sizes = {1000, 5000, 10000}, connect_sizes = {10, 10000};
   std::vector<IptablesBackend> backends = {IptablesBackend::nft, IptablesBackend::legacy};
   std::string only, ruleset_path;
@@ -715,6 +754,8 @@ int main(int argc, char** argv) {
         if (only != "sync" && only != "connect") {
           throw std::invalid_argument("\"" + only + "\" is not sync or connect");
         }
+      } else if (arg == "--noflush-peer-max") {
+        noflush_peer_max = std::stoi(next());
       } else if (arg == "--write-ruleset") {
         ruleset_path = next();
       } else if (arg == "--quiet-timeout") {
@@ -757,7 +798,7 @@ int main(int argc, char** argv) {
   start_signal_thread();
   int status = 0;
   try {
-    if (only != "connect") run_syncs(backends, sizes, endpoints, rounds);
+    if (only != "connect") run_syncs(backends, sizes, endpoints, rounds, noflush_peer_max);
     if (only != "sync") run_connects(backends, connect_sizes, endpoints, connects);
   } catch (const std::exception& e) {
     std::cerr << "flatnet-bench-proxy: " << e.what() << "\n";
