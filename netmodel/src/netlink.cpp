@@ -3,6 +3,7 @@
 #include <linux/if_bridge.h>
 #include <linux/if_link.h>
 #include <linux/neighbour.h>
+#include <linux/netconf.h>
 #include <linux/netlink.h>
 #include <netlink/addr.h>
 #include <netlink/cache.h>
@@ -886,6 +887,57 @@ std::optional<Route> Netlink::lookup_route(const IpAddress& destination) {
   }
   if (unreachable) return std::nullopt;
   return found;
+}
+
+std::optional<bool> Netlink::forwarding(Family family) {
+  struct {
+    nlmsghdr header;
+    netconfmsg message;
+    char pad[3];
+    char attrs[16];
+  } request{};
+  request.header.nlmsg_len = NLMSG_LENGTH(sizeof(netconfmsg));
+  request.header.nlmsg_type = RTM_GETNETCONF;
+  request.header.nlmsg_flags = NLM_F_REQUEST;
+  request.message.ncm_family =
+      static_cast<unsigned char>(family == Family::v4 ? AF_INET : AF_INET6);
+  auto* attr = reinterpret_cast<rtattr*>(reinterpret_cast<char*>(&request.header) +
+                                         NLMSG_ALIGN(request.header.nlmsg_len));
+  attr->rta_type = NETCONFA_IFINDEX;
+  attr->rta_len = static_cast<unsigned short>(RTA_LENGTH(sizeof(std::int32_t)));
+  const std::int32_t all = NETCONFA_IFINDEX_ALL;
+  std::memcpy(RTA_DATA(attr), &all, sizeof all);
+  request.header.nlmsg_len = NLMSG_ALIGN(request.header.nlmsg_len) + RTA_ALIGN(attr->rta_len);
+
+  const int fd = nl_socket_get_fd(socket_);
+  if (::send(fd, &request, request.header.nlmsg_len, 0) < 0) {
+    throw_errno(errno, "read the forwarding setting");
+  }
+  // The answer is one RTM_NEWNETCONF, or an error message (a kernel that cannot answer).
+  alignas(nlmsghdr) char buffer[4096];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno(errno, "read the forwarding setting");
+    }
+    auto* header = reinterpret_cast<nlmsghdr*>(buffer);
+    int remaining = static_cast<int>(n);
+    for (; NLMSG_OK(header, remaining); header = NLMSG_NEXT(header, remaining)) {
+      if (header->nlmsg_type == NLMSG_ERROR) {
+        const auto* error = static_cast<const nlmsgerr*>(NLMSG_DATA(header));
+        if (error->error == 0) continue;
+        return std::nullopt;
+      }
+      if (header->nlmsg_type != RTM_NEWNETCONF) continue;
+      nlattr* attrs[NETCONFA_MAX + 1] = {};
+      if (nlmsg_parse(header, sizeof(netconfmsg), attrs, NETCONFA_MAX, nullptr) < 0 ||
+          !attrs[NETCONFA_FORWARDING]) {
+        return std::nullopt;
+      }
+      return nla_get_s32(attrs[NETCONFA_FORWARDING]) != 0;
+    }
+  }
 }
 
 // --- neighbours ---

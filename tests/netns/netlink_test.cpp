@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "flatnet/netmodel/error.hpp"
+#include "flatnet/netmodel/sysctl.hpp"
 #include "flatnet/testing/scratch_netns.hpp"
 
 namespace flatnet::netmodel {
@@ -334,6 +335,23 @@ TEST_F(NetlinkTest, RouteLookupAsksTheKernel) {
   EXPECT_FALSE(nl.lookup_route(IpAddress::parse("192.0.2.1"))) << "no default route";
   nl.delete_route(via);
   EXPECT_FALSE(nl.lookup_route(IpAddress::parse("10.88.3.4")));
+}
+
+// Forwarding read over netlink follows the sysctls, per family and per namespace.
+TEST_F(NetlinkTest, ForwardingIsReadAsTheSysctlsSayIt) {
+  NetNs& ns = scratch_.add("fwd");
+  NetNs& other = scratch_.add("fwd-other");
+  Netlink nl = Netlink::open(ns);
+  EXPECT_EQ(nl.forwarding(Family::v4), false);
+  EXPECT_EQ(nl.forwarding(Family::v6), false);
+  netmodel::write_sysctl(ns, "net.ipv4.ip_forward", "1");
+  EXPECT_EQ(nl.forwarding(Family::v4), true);
+  EXPECT_EQ(nl.forwarding(Family::v6), false);
+  netmodel::write_sysctl(ns, "net.ipv6.conf.all.forwarding", "1");
+  EXPECT_EQ(nl.forwarding(Family::v6), true);
+  EXPECT_EQ(Netlink::open(other).forwarding(Family::v4), false);
+  // The socket still answers ordinary requests afterwards.
+  EXPECT_NO_THROW(nl.link("lo"));
 }
 
 // Permanent entries, many at once (more than one batch), visible per link with their MAC;

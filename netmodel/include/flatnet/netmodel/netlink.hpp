@@ -192,6 +192,11 @@ class Netlink {
   // get`): nullopt when there is none (ENETUNREACH), or when the answer is not unicast
   // (unreachable, blackhole, prohibit routes). `oif` and `source` are the kernel's choice.
   std::optional<Route> lookup_route(const IpAddress& destination);
+  // Whether this namespace forwards `family` (net.ipv4.ip_forward, net.ipv6.conf.all.forwarding),
+  // read over netlink (RTM_GETNETCONF); nullopt when the kernel does not say. Cheaper than
+  // /proc/sys with many namespaces: every namespace's sysctl entries share /proc/sys's dentries,
+  // and a path lookup there compares against all of them.
+  std::optional<bool> forwarding(Family family);
 
   // --- neighbours ---
   // The neighbour entries of one link (index > 0) or all links, of one family or both.
