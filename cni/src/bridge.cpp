@@ -173,7 +173,11 @@ void ensure_gateway_address(Netlink& host, const LinkInfo& bridge, const IpPrefi
 void enable_forwarding(Netlink& host, Family family) {
   // Written only when off: the read is a netlink request, the write a /proc/sys path walk that
   // costs more the more namespaces the host has (about 0.8 ms with a thousand pods).
-  if (host.forwarding(family) == true) return;
+  try {
+    if (host.forwarding(family) == true) return;
+  } catch (const std::system_error&) {
+    // Unknown: write it.
+  }
   const NetNs self = NetNs::current();
   if (family == Family::v4) {
     netmodel::write_sysctl(self, "net.ipv4.ip_forward", "1");

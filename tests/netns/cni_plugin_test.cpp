@@ -132,6 +132,8 @@ TEST_P(CniVersions, AddCheckDelAsARuntimeDoes) {
   const std::string version = GetParam();
   NetNs& pod = scratch_.add("pod");
   const json config = conf(version);
+  // Forwarding off, whatever the host lends a new namespace: isGateway must turn it on.
+  netmodel::write_sysctl(*node_, "net.ipv4.ip_forward", "0");
 
   const Invocation add = run("flatnet-cni", "ADD", "ctr1", pod.path(), "eth0", config);
   ASSERT_EQ(add.status, 0) << add.raw << add.err;

@@ -85,6 +85,7 @@ TEST_F(IptablesRestoreTest, ALargeNftTransactionIsListedFirstAndChangesNothingEl
     const auto counted = iptables->run({"-t", "filter", "-S", "-v"});
     ASSERT_TRUE(counted.ok()) << counted.error;
     const auto other_before = lines_with(counted.output, "OTHER");
+    const auto policies_before = lines_with(counted.output, "-P ");
     ASSERT_THAT(other_before, ::testing::Contains(HasSubstr("-c 5 ")));
 
     const auto restored = iptables->restore(text);
@@ -94,6 +95,7 @@ TEST_F(IptablesRestoreTest, ALargeNftTransactionIsListedFirstAndChangesNothingEl
     const auto after = iptables->run({"-t", "filter", "-S", "-v"});
     ASSERT_TRUE(after.ok()) << after.error;
     EXPECT_EQ(lines_with(after.output, "OTHER"), other_before);
+    EXPECT_EQ(lines_with(after.output, "-P "), policies_before) << "policies and their counters";
     EXPECT_EQ(lines_with(after.output, "-N KUBE-T-").size(), 6000u);
     EXPECT_EQ(lines_with(after.output, "-A KUBE-T-").size(), 6000u);
     const auto nat = iptables->save("nat");

@@ -341,6 +341,11 @@ TEST_F(NetlinkTest, RouteLookupAsksTheKernel) {
 TEST_F(NetlinkTest, ForwardingIsReadAsTheSysctlsSayIt) {
   NetNs& ns = scratch_.add("fwd");
   NetNs& other = scratch_.add("fwd-other");
+  // A new namespace may copy the host's setting: start from off.
+  for (NetNs* each : {&ns, &other}) {
+    netmodel::write_sysctl(*each, "net.ipv4.ip_forward", "0");
+    netmodel::write_sysctl(*each, "net.ipv6.conf.all.forwarding", "0");
+  }
   Netlink nl = Netlink::open(ns);
   EXPECT_EQ(nl.forwarding(Family::v4), false);
   EXPECT_EQ(nl.forwarding(Family::v6), false);

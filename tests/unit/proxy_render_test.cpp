@@ -700,8 +700,8 @@ TEST(Render, EntryRulesComeSortedByTheirTargetLastFirst) {
 // iptables-nft keeps the chain names of a --noflush transaction in a sorted list (runner.hpp).
 // A full render names every chain; a partial one names the top-level chains' targets in an order
 // that list finds at its head, so its cost grows with the services, not with their square.
-// (Node ports are the exception: every KUBE-EXT name sorts before KUBE-NODEPORTS, so each rule of
-// that chain walks past the targets of the ones before it.)
+// (Rules that jump to KUBE-EXT chains are the exception: that name sorts before KUBE-NODEPORTS
+// and KUBE-SERVICES, so each such rule walks past the targets of the ones before it.)
 TEST(Render, APartialRenderOfManyServicesIsCheapForIptablesNft) {
   const auto state = many_services(2000, false);
   const auto full = render(state, with_cluster_cidr(), nullptr, {});

@@ -67,6 +67,12 @@ class ExecIptables final : public Iptables {
     std::vector<std::size_t> inserted;
     const auto input = with_full_table_cache(text, kNftFullCacheSteps, inserted);
     auto result = execute(restore_, {"--noflush", "--wait"}, input);
+    if (!inserted.empty() && !result.ok() &&
+        result.error.find("incompatible") != std::string::npos) {
+      // iptables-nft refuses to list a table holding what it cannot show ("table `nat' is
+      // incompatible"); the restore itself only touches our chains: run it as written.
+      return execute(restore_, {"--noflush", "--wait"}, text);
+    }
     result.output.clear();  // the listing "-S" printed
     result.error = renumber_lines(result.error, inserted);
     return result;

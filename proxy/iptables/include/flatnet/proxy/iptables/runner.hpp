@@ -50,8 +50,8 @@ IptablesBackend system_default_backend();
 // for the same text without --noflush, 5,000 services minutes. A command that names no chain
 // turns that list off (the cache is then the whole table); "-S" is the one without side effects:
 // it reads the table and prints it.
-// Measured here with Debian 12's iptables 1.8.9 (see docs/benchmarks.md): 10,000 services load
-// in about 5 s that way, as fast as without --noflush.
+// Measured with Debian 12's iptables 1.8.9 (docs/benchmarks.md): 10,000 services then load as
+// fast as without --noflush.
 
 // The list steps iptables-nft-restore --noflush spends on the chain names of one table's block
 // (the lines between "*table" and "COMMIT"): for each name looked up, the names before it in the
