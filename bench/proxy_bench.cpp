@@ -50,9 +50,9 @@
 #include <utility>
 #include <vector>
 
-#include "flatnet/cni/exec.hpp"
 #include "flatnet/netmodel/netlink.hpp"
 #include "flatnet/netmodel/netns.hpp"
+#include "flatnet/netmodel/process.hpp"
 #include "flatnet/netmodel/sysctl.hpp"
 #include "flatnet/proxy/iptables/chains.hpp"
 #include "flatnet/proxy/iptables/conntrack.hpp"
@@ -353,7 +353,7 @@ double measure_plain(IptablesBackend backend, const std::string& text, bool nofl
   return flatnet::netmodel::run_in(node.ns(), [&] {
     wait_until_quiet();
     const auto start = Clock::now();
-    const auto result = flatnet::cni::exec_program(binary, {}, text, args);
+    const auto result = flatnet::netmodel::run_program(binary, {}, text, args);
     const double took = seconds_since(start);
     if (result.status != 0) {
       throw std::runtime_error(binary + (noflush ? " --noflush" : "") + ": " + result.err);

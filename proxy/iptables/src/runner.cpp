@@ -11,8 +11,7 @@
 #include <stdexcept>
 #include <unordered_set>
 
-#include "flatnet/cni/error.hpp"
-#include "flatnet/cni/exec.hpp"
+#include "flatnet/netmodel/process.hpp"
 
 namespace flatnet::proxy::iptables {
 namespace {
@@ -90,7 +89,7 @@ class ExecIptables final : public Iptables {
   CommandResult execute(const fs::path& program, const std::vector<std::string>& args,
                         const std::string& input) {
     try {
-      const auto out = cni::exec_program(program, environment_, input, args);
+      const auto out = netmodel::run_program(program, environment_, input, args);
       return {out.status, out.out, out.err};
     } catch (const std::exception& e) {
       return {127, "", e.what()};
@@ -210,7 +209,7 @@ long long presence(const std::string& backend) {
     // only for those that exist.
     if (backend == "legacy" && !legacy_table_exists(table)) continue;
     try {
-      const auto out = cni::exec_program(*save, {}, "", {"-t", table});
+      const auto out = netmodel::run_program(*save, {}, "", {"-t", table});
       if (out.status != 0) continue;
       for (std::size_t pos = 0; pos < out.out.size();) {
         const auto end = out.out.find('\n', pos);

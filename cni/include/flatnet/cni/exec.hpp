@@ -12,19 +12,14 @@
 #include "flatnet/cni/environment.hpp"
 #include "flatnet/cni/types.hpp"
 #include "flatnet/netmodel/netns.hpp"
+#include "flatnet/netmodel/process.hpp"
 
 namespace flatnet::cni {
 
-struct ExecOutput {
-  int status = 0;  // exit status, or 128 + signal
-  std::string out;
-  std::string err;
-};
+using ExecOutput = netmodel::ProcessOutput;
 
-// Runs `program` with `args` (argv[1...]), exactly `variables` as its environment (plus PATH
-// from ours when absent) and `input` on stdin; inside `netns` when given (the child enters it
-// before exec, as a runtime runs a plugin in a node). Throws CniError(plugin_failure) when it
-// cannot be started.
+// netmodel::run_program, for a runtime running a plugin (in a node's namespace when `netns` is
+// given): throws CniError(plugin_failure) when it cannot be started.
 ExecOutput exec_program(const std::filesystem::path& program,
                         const std::map<std::string, std::string>& variables,
                         const std::string& input, const std::vector<std::string>& args = {},
