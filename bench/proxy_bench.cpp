@@ -266,7 +266,7 @@ class TimedIptables final : public ipt::Iptables {
       : inner_(std::move(inner)), times_(times) {}
   std::string backend() const override { return inner_->backend(); }
   ipt::CommandResult restore(const std::string& text) override {
-    if (times_.restore == 0) times_.first_restore = text;
+    if (times_.first_restore.empty()) times_.first_restore = text;
     const auto start = Clock::now();
     auto result = inner_->restore(text);
     times_.restore += seconds_since(start);
@@ -602,8 +602,12 @@ ConnectCell measure_connects(IptablesBackend backend, int services, int endpoint
   // KUBE-SERVICES holds its rules sorted by target, last name first: the service whose
   // KUBE-SVC chain name sorts first is the last rule, the one every new connection reaches last.
   int last = 0;
+  std::string first_name = ipt::svc_chain(service_name(0));
   for (int i = 1; i < services; ++i) {
-    if (ipt::svc_chain(service_name(i)) < ipt::svc_chain(service_name(last))) last = i;
+    if (auto name = ipt::svc_chain(service_name(i)); name < first_name) {
+      first_name = std::move(name);
+      last = i;
+    }
   }
   const ProxyState state = make_state(services, endpoints, real, last);
   {

@@ -7,6 +7,7 @@
 #include <ext/pb_ds/tree_policy.hpp>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <stdexcept>
 #include <unordered_set>
@@ -128,33 +129,33 @@ void split_words(std::string_view line, std::vector<std::string_view>& words) {
 
 // Commands whose next word, when it is not an option, is a chain.
 bool names_chain(std::string_view word) {
-  static const std::unordered_set<std::string_view> commands = {"-A",
-                                                                "-I",
-                                                                "-D",
-                                                                "-R",
-                                                                "-C",
-                                                                "-N",
-                                                                "-X",
-                                                                "-F",
-                                                                "-Z",
-                                                                "-E",
-                                                                "-P",
-                                                                "-L",
-                                                                "-S",
-                                                                "--append",
-                                                                "--insert",
-                                                                "--delete",
-                                                                "--replace",
-                                                                "--check",
-                                                                "--new-chain",
-                                                                "--delete-chain",
-                                                                "--flush",
-                                                                "--zero",
-                                                                "--rename-chain",
-                                                                "--policy",
-                                                                "--list",
-                                                                "--list-rules"};
-  return commands.contains(word);
+  constexpr std::string_view kCommands[] = {"-A",
+                                            "-I",
+                                            "-D",
+                                            "-R",
+                                            "-C",
+                                            "-N",
+                                            "-X",
+                                            "-F",
+                                            "-Z",
+                                            "-E",
+                                            "-P",
+                                            "-L",
+                                            "-S",
+                                            "--append",
+                                            "--insert",
+                                            "--delete",
+                                            "--replace",
+                                            "--check",
+                                            "--new-chain",
+                                            "--delete-chain",
+                                            "--flush",
+                                            "--zero",
+                                            "--rename-chain",
+                                            "--policy",
+                                            "--list",
+                                            "--list-rules"};
+  return std::find(std::begin(kCommands), std::end(kCommands), word) != std::end(kCommands);
 }
 
 // Verdicts and target extensions are words of capitals, digits and '_' (ACCEPT, DNAT, MARK);
@@ -284,8 +285,8 @@ std::uint64_t nft_chain_list_steps(std::string_view block, std::uint64_t stop_ab
 std::string with_full_table_cache(std::string_view text, std::uint64_t threshold,
                                   std::vector<std::size_t>& inserted) {
   inserted.clear();
-  // Where lines go, in `text`, and which.
-  std::vector<std::pair<std::size_t, std::vector<std::string_view>>> insertions;
+  // Where lines go, in `text`, and their text.
+  std::vector<std::pair<std::size_t, std::string>> insertions;
   std::size_t line_number = 0;  // in the returned text
   std::size_t pos = 0;
   while (pos < text.size()) {
@@ -306,28 +307,23 @@ std::string with_full_table_cache(std::string_view text, std::uint64_t threshold
     // The listing shows built-in chains that do not exist yet as if they did, and a later rule
     // for one then fails (ENOENT): declare them first. "-" keeps a policy, and a built-in chain
     // line flushes nothing, even without --noflush.
-    std::vector<std::string_view> lines;
-    for (const auto chain : builtins)
-      lines.push_back(chain);
-    lines.push_back("-S");
-    for (std::size_t i = 0; i < lines.size(); ++i)
+    std::string added;
+    for (const auto chain : builtins) {
+      added.append(":").append(chain).append(" - [0:0]\n");
       inserted.push_back(++line_number);
-    insertions.emplace_back(pos, std::move(lines));
+    }
+    added.append("-S\n");
+    inserted.push_back(++line_number);
+    insertions.emplace_back(pos, std::move(added));
   }
   if (insertions.empty()) return std::string(text);
   std::string out;
   out.reserve(text.size() + 64 * insertions.size());
   std::size_t from = 0;
-  for (const auto& [offset, lines] : insertions) {
+  for (const auto& [offset, added] : insertions) {
     out.append(text.substr(from, offset - from));
     if (!out.empty() && out.back() != '\n') out.push_back('\n');
-    for (const auto l : lines) {
-      if (l == "-S") {
-        out.append("-S\n");
-      } else {
-        out.append(":").append(l).append(" - [0:0]\n");
-      }
-    }
+    out.append(added);
     from = offset;
   }
   out.append(text.substr(from));
